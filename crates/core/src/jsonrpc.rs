@@ -1,0 +1,457 @@
+//! The JSON-RPC 2.0 envelope, as much of it as the gateway needs to decide.
+//!
+//! The gateway forwards the client's bytes unchanged; it parses them only to
+//! authorise (method, tool name, resource URI) and to echo the request `id` in
+//! its own errors. The parser is strict where leniency would let a request be
+//! read one way here and another way upstream: duplicate object keys are an
+//! error (serde_json keeps the last, other parsers the first), nesting is
+//! bounded, and the body must be one object (or, for eras that allow them, an
+//! array of objects).
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+/// Standard JSON-RPC error codes and the MCP-reserved ones the gateway emits.
+pub mod code {
+    pub const PARSE_ERROR: i64 = -32700;
+    pub const INVALID_REQUEST: i64 = -32600;
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    pub const INVALID_PARAMS: i64 = -32602;
+    pub const INTERNAL_ERROR: i64 = -32603;
+    /// MCP 2026-07-28 HeaderMismatch (SEP-2243).
+    pub const HEADER_MISMATCH: i64 = -32020;
+    /// MCP 2026-07-28 UnsupportedProtocolVersion.
+    pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+    /// Implementation-defined server errors (JSON-RPC §5.1 reserves
+    /// -32000..-32099 for them; MCP reserves -32020..-32099, and says new code
+    /// should avoid -32000..-32019, so gateway-specific errors live outside).
+    pub const GATEWAY_UNAUTHORIZED: i64 = -31001;
+    pub const GATEWAY_FORBIDDEN: i64 = -31003;
+    pub const GATEWAY_UPSTREAM: i64 = -31002;
+    pub const GATEWAY_LIMIT: i64 = -31004;
+}
+
+/// A JSON-RPC id: string or number (null is only used in error replies).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Id {
+    Num(serde_json::Number),
+    Str(String),
+}
+
+impl Id {
+    pub fn to_value(&self) -> Value {
+        match self {
+            Id::Num(n) => Value::Number(n.clone()),
+            Id::Str(s) => Value::String(s.clone()),
+        }
+    }
+
+    fn from_value(v: &Value) -> Option<Self> {
+        match v {
+            Value::Number(n) => Some(Id::Num(n.clone())),
+            Value::String(s) => Some(Id::Str(s.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// Why a body is not an acceptable JSON-RPC message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ParseError {
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    #[error("JSON nesting deeper than {0}")]
+    TooDeep(usize),
+    #[error("duplicate key {0:?} in a JSON object")]
+    DuplicateKey(String),
+    #[error("not a JSON-RPC 2.0 message: {0}")]
+    NotJsonRpc(&'static str),
+}
+
+impl ParseError {
+    /// The JSON-RPC code for this failure: -32700 for bytes that are not
+    /// (acceptable) JSON, -32600 for JSON that is not a message.
+    pub fn code(&self) -> i64 {
+        match self {
+            ParseError::NotJsonRpc(_) => code::INVALID_REQUEST,
+            _ => code::PARSE_ERROR,
+        }
+    }
+}
+
+/// One parsed JSON-RPC message.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Message {
+    Request {
+        id: Id,
+        method: String,
+        params: Option<Value>,
+    },
+    Notification {
+        method: String,
+        params: Option<Value>,
+    },
+    /// A response from the client (replies to server-to-client requests).
+    Response { id: Option<Id> },
+}
+
+impl Message {
+    pub fn method(&self) -> Option<&str> {
+        match self {
+            Message::Request { method, .. } | Message::Notification { method, .. } => Some(method),
+            Message::Response { .. } => None,
+        }
+    }
+
+    pub fn id(&self) -> Option<&Id> {
+        match self {
+            Message::Request { id, .. } => Some(id),
+            Message::Response { id } => id.as_ref(),
+            Message::Notification { .. } => None,
+        }
+    }
+
+    pub fn params(&self) -> Option<&Value> {
+        match self {
+            Message::Request { params, .. } | Message::Notification { params, .. } => {
+                params.as_ref()
+            }
+            Message::Response { .. } => None,
+        }
+    }
+
+    /// `params.name` (tools/call, prompts/get).
+    pub fn param_str(&self, key: &str) -> Option<&str> {
+        self.params()?.get(key)?.as_str()
+    }
+
+    /// `params._meta["io.modelcontextprotocol/protocolVersion"]` (2026-07-28).
+    pub fn meta_protocol_version(&self) -> Option<&str> {
+        self.params()?
+            .get("_meta")?
+            .get("io.modelcontextprotocol/protocolVersion")?
+            .as_str()
+    }
+}
+
+/// A request body: one message or a batch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Body {
+    Single(Message),
+    Batch(Vec<Message>),
+}
+
+impl Body {
+    pub fn messages(&self) -> &[Message] {
+        match self {
+            Body::Single(m) => std::slice::from_ref(m),
+            Body::Batch(v) => v,
+        }
+    }
+}
+
+/// Parses a JSON-RPC body strictly (see the module documentation).
+pub fn parse(bytes: &[u8], max_depth: usize) -> Result<Body, ParseError> {
+    let value = parse_value(bytes, max_depth)?;
+    match value {
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(ParseError::NotJsonRpc("empty batch"));
+            }
+            items
+                .iter()
+                .map(message)
+                .collect::<Result<Vec<_>, _>>()
+                .map(Body::Batch)
+        }
+        v => message(&v).map(Body::Single),
+    }
+}
+
+/// Reads the `id` of a body that may have failed to parse as a message, so a
+/// gateway error can echo it (best effort; `None` when unreadable).
+pub fn salvage_id(bytes: &[u8]) -> Option<Id> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Option<Value>,
+    }
+    let v: IdOnly = serde_json::from_slice(bytes).ok()?;
+    v.id.as_ref().and_then(Id::from_value)
+}
+
+fn message(v: &Value) -> Result<Message, ParseError> {
+    let obj = v
+        .as_object()
+        .ok_or(ParseError::NotJsonRpc("a message must be a JSON object"))?;
+    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err(ParseError::NotJsonRpc("\"jsonrpc\" must be \"2.0\""));
+    }
+    let params = match obj.get("params") {
+        None => None,
+        Some(p @ (Value::Object(_) | Value::Array(_))) => Some(p.clone()),
+        Some(_) => {
+            return Err(ParseError::NotJsonRpc(
+                "\"params\" must be an object or array",
+            ));
+        }
+    };
+    let id = match obj.get("id") {
+        None => None,
+        Some(v) => Some(
+            Id::from_value(v).ok_or(ParseError::NotJsonRpc("\"id\" must be a string or number"))?,
+        ),
+    };
+    match obj.get("method") {
+        Some(Value::String(m)) => Ok(match id {
+            Some(id) => Message::Request {
+                id,
+                method: m.clone(),
+                params,
+            },
+            None => Message::Notification {
+                method: m.clone(),
+                params,
+            },
+        }),
+        Some(_) => Err(ParseError::NotJsonRpc("\"method\" must be a string")),
+        None if obj.contains_key("result") || obj.contains_key("error") => {
+            Ok(Message::Response { id })
+        }
+        None => Err(ParseError::NotJsonRpc(
+            "no \"method\", \"result\" or \"error\"",
+        )),
+    }
+}
+
+/// Parses JSON into a [`Value`], refusing duplicate keys and nesting deeper
+/// than `max_depth`. serde_json has no option for either, hence this seed.
+pub fn parse_value(bytes: &[u8], max_depth: usize) -> Result<Value, ParseError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let seed = Strict {
+        depth: 0,
+        max: max_depth,
+    };
+    let v = seed.deserialize(&mut de).map_err(map_err)?;
+    de.end().map_err(map_err)?;
+    Ok(v)
+}
+
+const DUP: &str = "\u{1}dup:";
+const DEEP: &str = "\u{1}deep";
+
+fn map_err(e: serde_json::Error) -> ParseError {
+    let msg = e.to_string();
+    if let Some(rest) = msg.strip_prefix(DUP) {
+        let key = rest.split(" at line").next().unwrap_or(rest);
+        return ParseError::DuplicateKey(key.to_owned());
+    }
+    if let Some(rest) = msg.strip_prefix(DEEP) {
+        // The depth is carried in the message after the marker.
+        let n = rest
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0);
+        return ParseError::TooDeep(n);
+    }
+    ParseError::Json(msg)
+}
+
+#[derive(Clone, Copy)]
+struct Strict {
+    depth: usize,
+    max: usize,
+}
+
+impl Strict {
+    fn nested<E: de::Error>(self) -> Result<Self, E> {
+        if self.depth >= self.max {
+            return Err(E::custom(format_args!("{DEEP}{}", self.max)));
+        }
+        Ok(Strict {
+            depth: self.depth + 1,
+            max: self.max,
+        })
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Strict {
+    type Value = Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Strict {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let inner = self.nested()?;
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(inner)? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let inner = self.nested()?;
+        let mut out = Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if out.contains_key(&k) {
+                return Err(de::Error::custom(format_args!("{DUP}{k}")));
+            }
+            let v = map.next_value_seed(inner)?;
+            out.insert(k, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// Builds a JSON-RPC error response body.
+pub fn error_body(id: Option<&Id>, code: i64, message: &str, data: Option<Value>) -> Value {
+    let mut err = Map::new();
+    err.insert("code".into(), Value::from(code));
+    err.insert("message".into(), Value::from(message));
+    if let Some(d) = data {
+        err.insert("data".into(), d);
+    }
+    serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id.map_or(Value::Null, Id::to_value),
+        "error": Value::Object(err),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_notification_response_are_told_apart() {
+        let b = parse(
+            br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo"}}"#,
+            64,
+        )
+        .unwrap();
+        let Body::Single(m) = b else { panic!("single") };
+        assert_eq!(m.method(), Some("tools/call"));
+        assert_eq!(m.id(), Some(&Id::Num(7.into())));
+        assert_eq!(m.param_str("name"), Some("echo"));
+
+        let b = parse(
+            br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            64,
+        )
+        .unwrap();
+        assert!(matches!(b, Body::Single(Message::Notification { .. })));
+        let b = parse(br#"{"jsonrpc":"2.0","id":"a","result":{}}"#, 64).unwrap();
+        assert!(matches!(b, Body::Single(Message::Response { .. })));
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        let e = parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#,
+            64,
+        )
+        .unwrap_err();
+        assert_eq!(e, ParseError::DuplicateKey("name".into()));
+        assert_eq!(e.code(), code::PARSE_ERROR);
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
+        assert_eq!(
+            parse_value(deep.as_bytes(), 32),
+            Err(ParseError::TooDeep(32))
+        );
+        assert!(parse_value(deep.as_bytes(), 64).is_ok());
+    }
+
+    #[test]
+    fn trailing_garbage_is_a_parse_error() {
+        let e = parse(br#"{"jsonrpc":"2.0","id":1,"method":"x"} {}"#, 64).unwrap_err();
+        assert_eq!(e.code(), code::PARSE_ERROR);
+    }
+
+    #[test]
+    fn not_jsonrpc_is_invalid_request() {
+        let e = parse(br#"{"id":1,"method":"x"}"#, 64).unwrap_err();
+        assert_eq!(e.code(), code::INVALID_REQUEST);
+        let e = parse(br#"{"jsonrpc":"2.0","id":{},"method":"x"}"#, 64).unwrap_err();
+        assert_eq!(e.code(), code::INVALID_REQUEST);
+        assert!(parse(b"[]", 64).is_err());
+    }
+
+    #[test]
+    fn batch_is_parsed_as_batch() {
+        let b = parse(
+            br#"[{"jsonrpc":"2.0","id":1,"method":"a"},{"jsonrpc":"2.0","method":"b"}]"#,
+            64,
+        )
+        .unwrap();
+        assert_eq!(b.messages().len(), 2);
+        assert!(matches!(b, Body::Batch(_)));
+    }
+
+    #[test]
+    fn salvage_id_reads_id_of_invalid_message() {
+        assert_eq!(
+            salvage_id(br#"{"id":"x","method":5}"#),
+            Some(Id::Str("x".into()))
+        );
+        assert_eq!(salvage_id(b"{not json"), None);
+    }
+
+    #[test]
+    fn meta_protocol_version_is_read() {
+        let b = parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+            64,
+        )
+        .unwrap();
+        assert_eq!(b.messages()[0].meta_protocol_version(), Some("2026-07-28"));
+    }
+}
