@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! RFC 8725 / RFC 9068 / RFC 8707 checks of the token verifier, each with a
 //! real key and a real signature.
 
