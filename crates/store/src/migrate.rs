@@ -1,0 +1,115 @@
+//! Embedded migrations, one list per backend, and how each backend applies
+//! them safely while other processes open the same database.
+//!
+//! The migrator is built by hand from `include_str!`ed files instead of with
+//! `sqlx::migrate!()`: that macro needs sqlx's `macros` feature, which would
+//! compile the SQLite and PostgreSQL drivers a second time, into the
+//! proc-macro. Versions, descriptions and checksums are what `sqlx migrate`
+//! would record for these files, so sqlx-cli can still inspect a database.
+
+use std::borrow::Cow;
+
+use sqlx::migrate::{Migrate, MigrateError, Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::sqlite::SqlitePool;
+use sqlx::{Connection, SqlSafeStr};
+
+use crate::StoreError;
+
+/// `(version, description, sql)`, in version order. Append; never edit an
+/// applied entry (its checksum is recorded and checked on every open).
+type Migrations = &'static [(i64, &'static str, &'static str)];
+
+const SQLITE: Migrations = &[(
+    1,
+    "init",
+    include_str!("../migrations/sqlite/0001_init.sql"),
+)];
+
+const POSTGRES: Migrations = &[(
+    1,
+    "init",
+    include_str!("../migrations/postgres/0001_init.sql"),
+)];
+
+fn migrator(migrations: Migrations) -> Migrator {
+    Migrator::with_migrations(
+        migrations
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// `Migrator::run(conn)`, minus the `Acquire` indirection.
+///
+/// Awaiting `Migrator::run` on a `&mut` connection makes the caller's future
+/// fail "implementation of `Acquire` is not general enough" wherever it must
+/// be `Send` (e.g. `tokio::spawn(open(..))`): a rustc limitation with sqlx's
+/// higher-ranked `Acquire` bound. `run_direct` is what `run` calls once it
+/// has the connection; sqlx made it public for exactly this ("Getting around
+/// the annoying ... error", sqlx-core 0.9 `migrator.rs`) and its test support
+/// calls it. It is `#[doc(hidden)]`: should an upgrade remove it, this stops
+/// compiling rather than misbehaving. `tests/store.rs` spawns `open`, which
+/// keeps the future `Send`.
+async fn run<C: Migrate>(migrator: &Migrator, conn: &mut C) -> Result<(), MigrateError> {
+    migrator.run_direct(None, conn, false).await
+}
+
+/// Applies pending SQLite migrations.
+///
+/// sqlx's SQLite migrator takes no lock (its `lock()` is a no-op), so two
+/// processes opening a fresh file at once could both apply `0001` and one
+/// would fail. Running the whole migrator inside `BEGIN IMMEDIATE` takes
+/// SQLite's write lock up front: the other process waits (busy timeout), then
+/// finds the migrations applied. sqlx nests the migrator's own per-migration
+/// transactions as savepoints.
+pub(crate) async fn sqlite(pool: &SqlitePool) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    run(&migrator(SQLITE), &mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Applies pending PostgreSQL migrations on a connection of their own.
+///
+/// sqlx serialises concurrent migrators with a session-level advisory lock
+/// (`pg_advisory_lock`, keyed by the database name; sqlx-postgres 0.9
+/// `migrate.rs`), but when a migration fails it returns without unlocking.
+/// Closing this connection ends the session and so releases the lock, where
+/// a pooled connection would keep holding it and block every later `open`.
+/// Connecting directly also reports why the server is unreachable at once;
+/// a pool retries a refused connection until its acquire timeout (30 s) and
+/// then reports only `PoolTimedOut`.
+pub(crate) async fn postgres(options: &PgConnectOptions) -> Result<(), StoreError> {
+    let mut conn = PgConnection::connect_with(options).await?;
+    let result = run(&migrator(POSTGRES), &mut conn).await;
+    if let Err(err) = conn.close().await {
+        // The session is gone either way, and with it the advisory lock.
+        tracing::debug!(%err, "closing the migration connection failed");
+    }
+    Ok(result?)
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_lists_are_ordered_and_start_at_one() {
+        for list in [SQLITE, POSTGRES] {
+            let versions: Vec<i64> = list.iter().map(|&(v, _, _)| v).collect();
+            let expected: Vec<i64> = (1..=list.len() as i64).collect();
+            assert_eq!(versions, expected);
+        }
+        assert_eq!(SQLITE.len(), POSTGRES.len(), "backends must stay in step");
+    }
+}

@@ -1,0 +1,247 @@
+//! The SQL implementation of [`Store`], shared by both backends.
+//!
+//! Queries are written once, with `$N` placeholders, which PostgreSQL and
+//! sqlx's SQLite driver both bind by number, and dispatched to the backend's
+//! pool by [`with_pool!`]. Every query on a tenant's rows filters by
+//! `tenant_id`.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::{ApiKeyRecord, Store, StoreError, migrate};
+
+/// How long a SQLite connection waits for another process's write lock.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause between attempts to open a database another process is creating.
+const SQLITE_BUSY_RETRY: Duration = Duration::from_millis(25);
+/// SQLite serialises writers anyway; a few connections serve concurrent reads.
+const SQLITE_MAX_CONNECTIONS: u32 = 4;
+const POSTGRES_MAX_CONNECTIONS: u32 = 8;
+
+pub(crate) struct SqlStore {
+    pool: Pool,
+}
+
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Evaluates `$body` with `$pool` bound to the backend's concrete pool: the
+/// same tokens are type-checked once per backend.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+impl SqlStore {
+    pub(crate) async fn open_sqlite(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?;
+        if options.get_filename().as_os_str().is_empty() {
+            // SQLite would open a private temporary database per connection.
+            return Err(StoreError::UnsupportedUrl("empty SQLite path".to_owned()));
+        }
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL would be safe from corruption under WAL but could lose
+            // the last commits on power loss; admin changes (revocations)
+            // must stick once acknowledged.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(SQLITE_BUSY_TIMEOUT)
+            .foreign_keys(true);
+        // Every connection runs `PRAGMA journal_mode = WAL`. Switching a new
+        // (rollback-journal) file to WAL takes an exclusive lock that SQLite
+        // requests without calling the busy handler, so when two processes
+        // create the database at the same moment one gets SQLITE_BUSY at
+        // once. Retry that until the busy timeout; once the file is in WAL
+        // mode (which persists), the pragma takes no such lock.
+        let deadline = Instant::now() + SQLITE_BUSY_TIMEOUT;
+        let pool = loop {
+            let pool = SqlitePoolOptions::new()
+                .max_connections(SQLITE_MAX_CONNECTIONS)
+                .connect_with(options.clone())
+                .await;
+            match pool {
+                Err(sqlx::Error::Database(err)) if is_busy(&*err) && Instant::now() < deadline => {
+                    tokio::time::sleep(SQLITE_BUSY_RETRY).await;
+                }
+                pool => break pool?,
+            }
+        };
+        migrate::sqlite(&pool).await?;
+        Ok(Self {
+            pool: Pool::Sqlite(pool),
+        })
+    }
+
+    pub(crate) async fn open_postgres(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)?;
+        // Connects, so an unreachable server fails `open` here.
+        migrate::postgres(&options).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(POSTGRES_MAX_CONNECTIONS)
+            .connect_lazy_with(options);
+        Ok(Self {
+            pool: Pool::Postgres(pool),
+        })
+    }
+}
+
+// Hand-written so that nothing about the connection (options, credentials)
+// can end up in logs.
+impl fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `api_keys` columns in the order of [`ApiKeyRow`].
+type ApiKeyRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Vec<u8>,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+
+const INSERT_API_KEY: &str = "INSERT INTO api_keys \
+    (tenant_id, id, name, route, scopes, secret_hash, created_at, expires_at, revoked_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+const SELECT_API_KEY: &str = "SELECT \
+    tenant_id, id, name, route, scopes, secret_hash, created_at, expires_at, revoked_at \
+    FROM api_keys WHERE tenant_id = $1 AND id = $2";
+const LIST_API_KEYS: &str = "SELECT \
+    tenant_id, id, name, route, scopes, secret_hash, created_at, expires_at, revoked_at \
+    FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id";
+const REVOKE_API_KEY: &str = "UPDATE api_keys SET revoked_at = $3 \
+    WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL";
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))?;
+        Ok(())
+    }
+
+    async fn insert_api_key(&self, rec: &ApiKeyRecord) -> Result<(), StoreError> {
+        let scopes = rec.scopes.join(" ");
+        let result = with_pool!(self, pool => {
+            sqlx::query(INSERT_API_KEY)
+                .bind(rec.tenant_id.as_str())
+                .bind(rec.id.as_str())
+                .bind(rec.name.as_str())
+                .bind(rec.route.as_str())
+                .bind(scopes.as_str())
+                .bind(rec.secret_hash.as_slice())
+                .bind(rec.created_at)
+                .bind(rec.expires_at)
+                .bind(rec.revoked_at)
+                .execute(pool)
+                .await
+                .map(drop)
+        });
+        result.map_err(|err| match &err {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate,
+            _ => StoreError::Database(err),
+        })
+    }
+
+    async fn api_key(&self, tenant: &str, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row = with_pool!(self, pool => {
+            sqlx::query_as::<_, ApiKeyRow>(SELECT_API_KEY)
+                .bind(tenant)
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+        })?;
+        Ok(row.map(api_key_from_row))
+    }
+
+    async fn list_api_keys(&self, tenant: &str) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let rows = with_pool!(self, pool => {
+            sqlx::query_as::<_, ApiKeyRow>(LIST_API_KEYS)
+                .bind(tenant)
+                .fetch_all(pool)
+                .await
+        })?;
+        Ok(rows.into_iter().map(api_key_from_row).collect())
+    }
+
+    async fn revoke_api_key(&self, tenant: &str, id: &str, at: i64) -> Result<bool, StoreError> {
+        // One conditional UPDATE: atomic on both backends, so of two racing
+        // revocations exactly one wins and its time is kept.
+        let updated = with_pool!(self, pool => {
+            sqlx::query(REVOKE_API_KEY)
+                .bind(tenant)
+                .bind(id)
+                .bind(at)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        Ok(updated == 1)
+    }
+
+    fn backend(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// SQLITE_BUSY, whatever its extended code (`database is locked`).
+fn is_busy(err: &dyn sqlx::error::DatabaseError) -> bool {
+    const SQLITE_BUSY: i32 = 5;
+    err.code()
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == SQLITE_BUSY)
+}
+
+fn api_key_from_row(row: ApiKeyRow) -> ApiKeyRecord {
+    let (tenant_id, id, name, route, scopes, secret_hash, created_at, expires_at, revoked_at) = row;
+    ApiKeyRecord {
+        tenant_id,
+        id,
+        name,
+        route,
+        scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+        secret_hash,
+        created_at,
+        expires_at,
+        revoked_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn sqlite_url_path_is_relative_unless_it_starts_with_a_slash() {
+        let relative = SqliteConnectOptions::from_str("sqlite://gateway.db").unwrap();
+        assert_eq!(relative.get_filename(), Path::new("gateway.db"));
+        let absolute = SqliteConnectOptions::from_str("sqlite:///var/lib/gw.db").unwrap();
+        assert_eq!(absolute.get_filename(), Path::new("/var/lib/gw.db"));
+    }
+}
