@@ -1,1 +1,241 @@
-//! placeholder
+//! The mcpgate gateway: an OAuth 2.1 resource server in front of MCP
+//! servers (MCP authorization, 2026-07-28 and 2025-11-25 revisions).
+//!
+//! Trust boundary: everything arriving on the listener is untrusted until
+//! [`endpoint`] has bounded it, authenticated it ([`authn`]: RFC 6750
+//! bearer tokens verified per RFC 9068 / RFC 8725 / RFC 7662, or API keys)
+//! and authorised it ([`authz`]: route and tool scopes). Upstreams are
+//! trusted to be the servers configured, never to see the client's
+//! credentials ([`proxy`]). Protected Resource Metadata is in [`metadata`]
+//! (RFC 9728); all refusals go on the wire through [`error`].
+//!
+//! [`Gateway::router`] assembles the whole request path in one place.
+
+pub mod authn;
+pub mod authz;
+pub mod endpoint;
+pub mod error;
+pub mod filter;
+pub mod issuers;
+pub mod metadata;
+pub mod metrics;
+pub mod proxy;
+pub mod route;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use mcpgate_core::config::{AuthMode, Config};
+use mcpgate_store::Store;
+use tokio::net::TcpListener;
+
+use crate::authn::Authenticator;
+use crate::authz::ScopeHierarchy;
+use crate::issuers::Issuer;
+use crate::metrics::Metrics;
+use crate::route::{RouteRuntime, UpstreamRuntime};
+
+/// Everything the request path needs, built once from the configuration.
+#[derive(Debug)]
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub routes: HashMap<String, Arc<RouteRuntime>>,
+    pub authn: Authenticator,
+    pub hierarchy: ScopeHierarchy,
+    pub metrics: Arc<Metrics>,
+    pub store: Arc<dyn Store>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    #[error(transparent)]
+    Route(#[from] route::RouteError),
+    #[error("cannot build HTTP client: {0}")]
+    Client(String),
+}
+
+impl Gateway {
+    /// Builds the gateway. Must run inside a Tokio runtime (stdio routes
+    /// start their reaper). Binds nothing.
+    pub fn build(config: Config, store: Arc<dyn Store>) -> Result<Arc<Self>, BuildError> {
+        let metrics = Arc::new(Metrics::new());
+        let http = proxy::http::client().map_err(|e| BuildError::Client(e.to_string()))?;
+        let control =
+            issuers::control_plane_client().map_err(|e| BuildError::Client(e.to_string()))?;
+        let mut routes = HashMap::new();
+        for r in &config.routes {
+            let rt = RouteRuntime::new(&config, r, http.clone(), metrics.clone())?;
+            routes.insert(r.path.clone(), Arc::new(rt));
+        }
+        let issuers = config
+            .trusted_issuers
+            .iter()
+            .map(|i| Arc::new(Issuer::new(i.clone())))
+            .collect();
+        let hierarchy = ScopeHierarchy::new(config.scope_implies.clone());
+        Ok(Arc::new(Self {
+            authn: Authenticator::new(issuers, control, store.clone()),
+            config: Arc::new(config),
+            routes,
+            hierarchy,
+            metrics,
+            store,
+        }))
+    }
+
+    /// The issuers named in every route's metadata.
+    pub fn authorization_servers(&self) -> Vec<String> {
+        self.authn
+            .issuers()
+            .iter()
+            .map(|i| i.issuer().to_owned())
+            .collect()
+    }
+
+    /// The HTTP service: health, metadata and every route's MCP endpoint.
+    /// Paths are matched exactly (a route's resource URI is byte-exact), so
+    /// dispatch is a map lookup rather than a pattern router.
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        axum::Router::new()
+            .fallback(dispatch)
+            .with_state(self.clone())
+    }
+
+    /// Stops every stdio child.
+    pub fn shutdown_upstreams(&self) {
+        for r in self.routes.values() {
+            if let UpstreamRuntime::Stdio(s) = &r.upstream {
+                s.shutdown();
+            }
+        }
+    }
+}
+
+async fn dispatch(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Response<Body> {
+    let path = req.uri().path();
+    if let Some(route) = gw.routes.get(path) {
+        let route = route.clone();
+        return endpoint::handle(gw, route, req).await;
+    }
+    if path == "/healthz" {
+        return (StatusCode::OK, "ok\n").into_response();
+    }
+    if path == "/readyz" {
+        return match gw.store.ping().await {
+            Ok(()) if !gw.routes.is_empty() => (StatusCode::OK, "ready\n").into_response(),
+            Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, "no routes configured\n").into_response(),
+            Err(e) => {
+                tracing::warn!(error = %e, "storage not reachable");
+                (StatusCode::SERVICE_UNAVAILABLE, "storage unreachable\n").into_response()
+            }
+        };
+    }
+    if let Some(rest) = path.strip_prefix(metadata::PRM_PREFIX) {
+        let route_path = if rest.is_empty() { "/" } else { rest };
+        if let Some(route) = gw.routes.get(route_path)
+            && route.config.auth == AuthMode::Oauth
+        {
+            if req.method() != Method::GET && req.method() != Method::HEAD {
+                return StatusCode::METHOD_NOT_ALLOWED.into_response();
+            }
+            let doc = metadata::document(route, &gw.authorization_servers());
+            let mut resp = axum::Json(doc).into_response();
+            // Public, non-credentialed document: browser-based clients
+            // must be able to read it.
+            resp.headers_mut().insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            );
+            return resp;
+        }
+    }
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({"error": "not_found"})),
+    )
+        .into_response()
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops
+/// accepting and gives in-flight requests up to `grace` to finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    max_header_bytes: usize,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size(max_header_bytes.max(8192))
+        .keep_alive(true);
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let conn = builder.serve_connection(TokioIo::new(stream), service.clone());
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing remaining connections"),
+    }
+}
+
+/// Serves the metrics text on its own listener.
+pub async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let m = metrics.clone();
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    m.encode(),
+                )
+            }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::warn!(error = %e, "metrics listener stopped");
+    }
+}

@@ -1,0 +1,389 @@
+//! Authentication: turns the `Authorization` header into a [`Principal`].
+//!
+//! Three kinds of credential are accepted, told apart by shape:
+//! - `mcpg_…` API keys, looked up in storage on every request so a
+//!   revocation takes effect on the next one;
+//! - JWT access tokens from a trusted issuer (RFC 9068), verified against its
+//!   JWKS; verified signatures are cached by the token's SHA-256 so the
+//!   signature is checked once per token, while issuer, audience and time are
+//!   checked on every request;
+//! - other (opaque) tokens, introspected at the issuer (RFC 7662), with the
+//!   answer cached no longer than the token lives and at most a minute.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use mcpgate_core::ScopeSet;
+use mcpgate_crypto::{apikey, jwt, sha256};
+use mcpgate_store::{DEFAULT_TENANT, Store};
+use serde_json::Value;
+
+use crate::error::{AuthFailure, Reject};
+use crate::issuers::Issuer;
+
+/// Allowed clock skew for `exp`, `nbf` and `iat`.
+pub const LEEWAY_SECS: u64 = 60;
+const CACHE_MAX: usize = 16_384;
+const INTROSPECTION_TTL: u64 = 60;
+
+/// Who is calling, as far as the gateway knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub kind: PrincipalKind,
+    /// `sub` of a token; `apikey:<id>` for an API key; `anonymous`.
+    pub subject: String,
+    pub client_id: Option<String>,
+    /// Scopes as granted (before the hierarchy is applied).
+    pub scopes: ScopeSet,
+    pub issuer: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrincipalKind {
+    Token,
+    ApiKey { id: String },
+    Anonymous,
+}
+
+impl Principal {
+    pub fn anonymous() -> Self {
+        Self {
+            kind: PrincipalKind::Anonymous,
+            subject: "anonymous".into(),
+            client_id: None,
+            scopes: ScopeSet::new(),
+            issuer: None,
+        }
+    }
+
+    /// A stable key identifying this principal for per-principal state
+    /// (stdio children, sessions): issuer and subject, or the key id.
+    pub fn partition_key(&self) -> String {
+        match &self.kind {
+            PrincipalKind::Token => format!(
+                "tok\u{1f}{}\u{1f}{}",
+                self.issuer.as_deref().unwrap_or(""),
+                self.subject
+            ),
+            PrincipalKind::ApiKey { id } => format!("key\u{1f}{id}"),
+            PrincipalKind::Anonymous => "anon".into(),
+        }
+    }
+}
+
+/// The route-specific facts authentication checks against.
+#[derive(Debug, Clone, Copy)]
+pub struct Audience<'a> {
+    pub resource: &'a str,
+    pub route_path: &'a str,
+}
+
+#[derive(Debug)]
+pub struct Authenticator {
+    issuers: Vec<Arc<Issuer>>,
+    http: reqwest::Client,
+    store: Arc<dyn Store>,
+    cache: Mutex<HashMap<[u8; 32], Cached>>,
+}
+
+#[derive(Debug, Clone)]
+enum Cached {
+    Jwt {
+        issuer: usize,
+        claims: Arc<jwt::Claims>,
+    },
+    Introspected {
+        until: u64,
+        principal: Principal,
+        aud: Vec<String>,
+        issuer: usize,
+    },
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Authenticator {
+    pub fn new(issuers: Vec<Arc<Issuer>>, http: reqwest::Client, store: Arc<dyn Store>) -> Self {
+        Self {
+            issuers,
+            http,
+            store,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn issuers(&self) -> &[Arc<Issuer>] {
+        &self.issuers
+    }
+
+    /// Validates a bearer credential for a route.
+    pub async fn authenticate(&self, token: &str, aud: Audience<'_>) -> Result<Principal, Reject> {
+        if apikey::looks_like_api_key(token) {
+            return self.api_key(token, aud).await;
+        }
+        if token.len() > jwt::MAX_TOKEN_LEN {
+            return Err(Reject::InvalidToken(AuthFailure::Jwt(
+                jwt::JwtError::TooLong,
+            )));
+        }
+        let digest = sha256(token.as_bytes());
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+            .cloned();
+        match cached {
+            Some(Cached::Jwt { issuer, claims }) => self.accept_jwt(issuer, &claims, aud),
+            Some(Cached::Introspected {
+                until,
+                principal,
+                aud: auds,
+                issuer,
+            }) if until > now() => {
+                self.check_introspected_audience(issuer, &auds, aud)?;
+                Ok(principal)
+            }
+            _ if token.split('.').count() == 3 => self.verify_jwt(token, digest, aud).await,
+            _ => self.introspect(token, digest, aud).await,
+        }
+    }
+
+    fn accept_jwt(
+        &self,
+        issuer: usize,
+        claims: &jwt::Claims,
+        aud: Audience<'_>,
+    ) -> Result<Principal, Reject> {
+        let iss = self
+            .issuers
+            .get(issuer)
+            .ok_or(Reject::InvalidToken(AuthFailure::UntrustedIssuer))?;
+        let mut audiences: Vec<&str> = Vec::with_capacity(1 + iss.extra_audiences.len());
+        audiences.push(aud.resource);
+        audiences.extend(iss.extra_audiences.iter().map(String::as_str));
+        claims
+            .check(&jwt::Expectations {
+                issuer: iss.issuer(),
+                audiences: &audiences,
+                now: now(),
+                leeway: LEEWAY_SECS,
+            })
+            .map_err(|e| Reject::InvalidToken(e.into()))?;
+        Ok(Principal {
+            kind: PrincipalKind::Token,
+            subject: claims
+                .sub
+                .clone()
+                .or_else(|| claims.client_id.clone())
+                .unwrap_or_default(),
+            client_id: claims.client_id.clone(),
+            scopes: claims.scope.clone(),
+            issuer: Some(claims.iss.clone()),
+        })
+    }
+
+    async fn verify_jwt(
+        &self,
+        token: &str,
+        digest: [u8; 32],
+        aud: Audience<'_>,
+    ) -> Result<Principal, Reject> {
+        let invalid = |f: AuthFailure| Reject::InvalidToken(f);
+        let iss_claim = unverified_issuer(token).ok_or(invalid(jwt::JwtError::Malformed.into()))?;
+        let idx = self
+            .issuers
+            .iter()
+            .position(|i| i.issuer() == iss_claim)
+            .ok_or(invalid(AuthFailure::UntrustedIssuer))?;
+        let issuer = &self.issuers[idx];
+        let header = jwt::peek_header(token, &issuer.algorithms).map_err(|e| invalid(e.into()))?;
+        let jwks = issuer
+            .jwks_for(&self.http, header.kid.as_deref())
+            .await
+            .map_err(invalid)?;
+        let claims = jwt::verify_signature(token, &header, &jwks).map_err(|e| invalid(e.into()))?;
+        let claims = Arc::new(claims);
+        let principal = self.accept_jwt(idx, &claims, aud)?;
+        self.remember(
+            digest,
+            Cached::Jwt {
+                issuer: idx,
+                claims,
+            },
+        );
+        Ok(principal)
+    }
+
+    async fn introspect(
+        &self,
+        token: &str,
+        digest: [u8; 32],
+        aud: Audience<'_>,
+    ) -> Result<Principal, Reject> {
+        let invalid = |f: AuthFailure| Reject::InvalidToken(f);
+        let mut tried = false;
+        for (idx, issuer) in self.issuers.iter().enumerate() {
+            let Some(doc) = issuer
+                .introspect(&self.http, token)
+                .await
+                .map_err(invalid)?
+            else {
+                continue;
+            };
+            tried = true;
+            if doc.get("active").and_then(Value::as_bool) != Some(true) {
+                continue;
+            }
+            if let Some(iss) = doc.get("iss").and_then(Value::as_str)
+                && iss != issuer.issuer()
+            {
+                return Err(invalid(AuthFailure::Jwt(jwt::JwtError::WrongIssuer)));
+            }
+            let auds: Vec<String> = match doc.get("aud") {
+                Some(Value::String(s)) => vec![s.clone()],
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let exp = doc.get("exp").and_then(Value::as_u64);
+            let now = now();
+            if exp.is_some_and(|e| e + LEEWAY_SECS <= now) {
+                return Err(invalid(AuthFailure::Jwt(jwt::JwtError::Expired)));
+            }
+            self.check_introspected_audience(idx, &auds, aud)?;
+            let scopes = doc
+                .get("scope")
+                .and_then(Value::as_str)
+                .and_then(|s| ScopeSet::parse(s).ok())
+                .unwrap_or_default();
+            let client_id = doc
+                .get("client_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let principal = Principal {
+                kind: PrincipalKind::Token,
+                subject: doc
+                    .get("sub")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .or_else(|| client_id.clone())
+                    .unwrap_or_default(),
+                client_id,
+                scopes,
+                issuer: Some(issuer.issuer().to_owned()),
+            };
+            let until = exp
+                .unwrap_or(now + INTROSPECTION_TTL)
+                .min(now + INTROSPECTION_TTL);
+            self.remember(
+                digest,
+                Cached::Introspected {
+                    until,
+                    principal: principal.clone(),
+                    aud: auds,
+                    issuer: idx,
+                },
+            );
+            return Ok(principal);
+        }
+        Err(invalid(if tried {
+            AuthFailure::Inactive
+        } else {
+            AuthFailure::NoIntrospection
+        }))
+    }
+
+    /// An introspected token must name this resource (or a configured
+    /// alternative) in `aud`; one without `aud` cannot be shown to be ours.
+    fn check_introspected_audience(
+        &self,
+        issuer: usize,
+        auds: &[String],
+        aud: Audience<'_>,
+    ) -> Result<(), Reject> {
+        let extra = self
+            .issuers
+            .get(issuer)
+            .map(|i| i.extra_audiences.as_slice())
+            .unwrap_or_default();
+        let ok = auds
+            .iter()
+            .any(|a| a == aud.resource || extra.iter().any(|e| e == a));
+        if ok {
+            Ok(())
+        } else {
+            Err(Reject::InvalidToken(AuthFailure::Jwt(
+                jwt::JwtError::WrongAudience,
+            )))
+        }
+    }
+
+    async fn api_key(&self, token: &str, aud: Audience<'_>) -> Result<Principal, Reject> {
+        let invalid = |f: AuthFailure| Reject::InvalidToken(f);
+        let presented = apikey::parse(token).ok_or(invalid(AuthFailure::UnknownApiKey))?;
+        let rec = self
+            .store
+            .api_key(DEFAULT_TENANT, presented.id)
+            .await
+            .map_err(|e| Reject::StoreUnavailable(e.to_string()))?
+            .ok_or(invalid(AuthFailure::UnknownApiKey))?;
+        if !presented.matches(&rec.secret_hash) {
+            return Err(invalid(AuthFailure::UnknownApiKey));
+        }
+        if rec.revoked_at.is_some() {
+            return Err(invalid(AuthFailure::RevokedApiKey));
+        }
+        if rec.expires_at.is_some_and(|e| e <= now() as i64) {
+            return Err(invalid(AuthFailure::ExpiredApiKey));
+        }
+        if rec.route != aud.route_path {
+            return Err(invalid(AuthFailure::ApiKeyOtherRoute));
+        }
+        let scopes = rec
+            .scopes
+            .iter()
+            .filter_map(|s| mcpgate_core::Scope::new(s).ok())
+            .collect();
+        Ok(Principal {
+            kind: PrincipalKind::ApiKey { id: rec.id.clone() },
+            subject: format!("apikey:{}", rec.id),
+            client_id: None,
+            scopes,
+            issuer: None,
+        })
+    }
+
+    fn remember(&self, digest: [u8; 32], entry: Cached) {
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if c.len() >= CACHE_MAX {
+            // Crude but bounded: expired and live entries go alike; live
+            // tokens are simply verified again.
+            c.clear();
+        }
+        c.insert(digest, entry);
+    }
+}
+
+/// The `iss` claim of a JWT before verification, used only to pick which
+/// issuer's keys to verify with (verification then checks it exactly).
+fn unverified_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    #[derive(serde::Deserialize)]
+    struct Iss {
+        iss: String,
+    }
+    serde_json::from_slice::<Iss>(&bytes).ok().map(|i| i.iss)
+}

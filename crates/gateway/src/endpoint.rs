@@ -1,0 +1,347 @@
+//! The MCP endpoint of a route: every request passes these steps in this
+//! order, and the first that refuses answers.
+//!
+//! 1. limits: the body is read up to `max_body_bytes` (413 beyond);
+//! 2. origin: a present `Origin` not allowed gets 403 (DNS rebinding);
+//! 3. authentication (routes with `auth = "oauth"`): 401 with a challenge;
+//! 4. parsing: strict JSON-RPC (400 `-32700`/`-32600`), batches only where
+//!    the protocol version has them, SEP-2243 headers equal to the body
+//!    (400 `-32020`);
+//! 5. authorisation: route and tool scopes (403 `insufficient_scope`);
+//! 6. proxy: to the HTTP or stdio upstream, credentials stripped, identity
+//!    headers set, `tools/list` filtered to what the caller may call.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderMap, Method, Response, header};
+use http_body_util::BodyExt as _;
+use mcpgate_core::config::AuthMode;
+use mcpgate_core::jsonrpc::{self, Body as RpcBody, Message};
+use mcpgate_core::mcp::{self, Era, MetadataHeaders};
+
+use crate::Gateway;
+use crate::authn::{Audience, Principal};
+use crate::error::{ErrorContext, Reject};
+use crate::metrics::{ReasonLabels, RequestLabels, method_label};
+use crate::proxy::http::{Identity, ToolFilter};
+use crate::proxy::stdio::CallerEnv;
+use crate::route::{RouteRuntime, UpstreamRuntime, is_loopback_host};
+
+pub async fn handle(
+    gw: Arc<Gateway>,
+    route: Arc<RouteRuntime>,
+    req: http::Request<Body>,
+) -> Response<Body> {
+    let mut ctx = ErrorContext {
+        id: None,
+        resource_metadata: (route.config.auth == AuthMode::Oauth).then(|| route.prm_url.clone()),
+        route_scopes: Some(route.config.scopes.clone()),
+    };
+    let mut method_name: Option<String> = None;
+    let result = run(&gw, &route, req, &mut ctx, &mut method_name).await;
+    let outcome = match &result {
+        Ok(r) if r.status().is_success() => "ok",
+        Ok(_) => "upstream_error_status",
+        Err(e) => e.outcome(),
+    };
+    gw.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: route.config.path.clone(),
+            method: method_label(method_name.as_deref()),
+            outcome,
+        })
+        .inc();
+    match result {
+        Ok(r) => r,
+        Err(e) => {
+            if let Reject::InvalidToken(f) = &e {
+                gw.metrics
+                    .auth_failures
+                    .get_or_create(&ReasonLabels { reason: f.label() })
+                    .inc();
+                tracing::info!(route = %route.config.path, reason = %f, "credential refused");
+            } else if matches!(
+                e,
+                Reject::Upstream(_) | Reject::UpstreamTimeout | Reject::StoreUnavailable(_)
+            ) {
+                tracing::warn!(route = %route.config.path, error = %e, "request failed");
+            } else {
+                tracing::debug!(route = %route.config.path, error = %e, "request refused");
+            }
+            e.into_response_with(&ctx)
+        }
+    }
+}
+
+async fn run(
+    gw: &Gateway,
+    route: &RouteRuntime,
+    req: http::Request<Body>,
+    ctx: &mut ErrorContext,
+    method_name: &mut Option<String>,
+) -> Result<Response<Body>, Reject> {
+    let (parts, body) = req.into_parts();
+    let is_post = parts.method == Method::POST;
+    if !matches!(parts.method, Method::POST | Method::GET | Method::DELETE) {
+        return Err(Reject::MethodNotAllowed);
+    }
+
+    // 1. Limits.
+    let body = if is_post {
+        read_body(body, gw.config.limits.max_body_bytes).await?
+    } else {
+        Bytes::new()
+    };
+    let parsed = is_post.then(|| jsonrpc::parse(&body, gw.config.limits.max_json_depth));
+    ctx.id = match &parsed {
+        Some(Ok(RpcBody::Single(m))) => m.id().cloned(),
+        Some(Err(_)) => jsonrpc::salvage_id(&body),
+        _ => None,
+    };
+    if let Some(Ok(RpcBody::Single(m))) = &parsed {
+        *method_name = m.method().map(str::to_owned);
+    }
+
+    // 2. Origin and Host.
+    check_origin(route, &parts.headers)?;
+
+    // 3. Authentication.
+    let principal = match route.config.auth {
+        AuthMode::None => Principal::anonymous(),
+        AuthMode::Oauth => {
+            if query_has_token(parts.uri.query()) {
+                return Err(Reject::TokenInQuery);
+            }
+            let token = bearer(&parts.headers)?;
+            gw.authn
+                .authenticate(
+                    token,
+                    Audience {
+                        resource: route.resource.as_str(),
+                        route_path: &route.config.path,
+                    },
+                )
+                .await?
+        }
+    };
+    let effective = gw.hierarchy.effective(&principal.scopes);
+
+    // 4. Parsing.
+    let protocol_version = header_str(&parts.headers, mcp::HEADER_PROTOCOL_VERSION);
+    let messages: Vec<Message> = match parsed {
+        None => Vec::new(),
+        Some(Err(e)) => return Err(Reject::Parse(e)),
+        Some(Ok(RpcBody::Batch(ms))) => {
+            if !mcp::allows_batches(protocol_version) {
+                return Err(Reject::BatchNotSupported(
+                    protocol_version.unwrap_or(mcp::ASSUMED_VERSION).to_owned(),
+                ));
+            }
+            if ms.iter().any(|m| m.method() == Some("tools/list"))
+                && !route.config.tool_scopes.is_empty()
+            {
+                // Per-caller filtering is done on single responses only.
+                return Err(Reject::BatchNotSupported(
+                    "2025-03-26 (tools/list in a batch on a route with tool_scopes)".into(),
+                ));
+            }
+            ms
+        }
+        Some(Ok(RpcBody::Single(m))) => {
+            if parts.headers.get_all(mcp::HEADER_NAME).iter().count() > 1
+                || parts.headers.get_all(mcp::HEADER_METHOD).iter().count() > 1
+            {
+                return Err(Reject::HeaderMismatch(mcp::HeaderMismatch::Invalid(
+                    "Mcp-Name",
+                )));
+            }
+            let h = MetadataHeaders {
+                protocol_version: parts
+                    .headers
+                    .get(mcp::HEADER_PROTOCOL_VERSION)
+                    .map(|v| v.as_bytes()),
+                method: parts.headers.get(mcp::HEADER_METHOD).map(|v| v.as_bytes()),
+                name: parts.headers.get(mcp::HEADER_NAME).map(|v| v.as_bytes()),
+            };
+            mcp::check_metadata_headers(h, &m).map_err(Reject::HeaderMismatch)?;
+            vec![m]
+        }
+    };
+
+    // 5. Authorisation.
+    if route.config.auth == AuthMode::Oauth {
+        if messages.is_empty() && !effective.missing(&route.config.scopes).is_empty() {
+            return Err(Reject::InsufficientScope {
+                needed: route.config.scopes.clone(),
+            });
+        }
+        for m in &messages {
+            crate::authz::check(&route.config, m, &effective)
+                .map_err(|needed| Reject::InsufficientScope { needed })?;
+        }
+    }
+
+    // 6. Proxy.
+    let filter: Option<ToolFilter> = match messages.as_slice() {
+        [Message::Request { id, method, .. }]
+            if method == "tools/list" && !route.config.tool_scopes.is_empty() =>
+        {
+            let cfg = route.config.clone();
+            let eff = effective.clone();
+            let keep = move |name: &str| crate::authz::tool_allowed(&cfg, name, &eff);
+            Some((id.clone(), Box::new(keep)))
+        }
+        _ => None,
+    };
+    let scopes_str = principal.scopes.to_space_delimited();
+    match &route.upstream {
+        UpstreamRuntime::Http(up) => {
+            let authenticated = route.config.auth == AuthMode::Oauth;
+            let identity = Identity {
+                headers: &gw.config.identity_headers,
+                subject: authenticated.then_some(principal.subject.as_str()),
+                client_id: principal.client_id.as_deref().filter(|_| authenticated),
+                scopes: authenticated.then_some(scopes_str),
+            };
+            up.forward(
+                parts.method,
+                &parts.headers,
+                body,
+                &identity,
+                filter,
+                &gw.metrics,
+                &route.config.path,
+            )
+            .await
+        }
+        UpstreamRuntime::Stdio(up) => {
+            let session = header_str(&parts.headers, mcp::HEADER_SESSION_ID);
+            let owner = principal.partition_key();
+            match parts.method {
+                Method::GET => up.get(&owner, session),
+                Method::DELETE => up.delete(&owner, session),
+                _ => {
+                    let [m] = messages.as_slice() else {
+                        return Err(Reject::BatchNotSupported(
+                            "any version on a stdio route".into(),
+                        ));
+                    };
+                    let modern = protocol_version
+                        .or(m.meta_protocol_version())
+                        .is_some_and(|v| Era::of_version(v) == Era::Modern);
+                    if modern {
+                        return Err(Reject::UnsupportedVersion {
+                            requested: protocol_version
+                                .or(m.meta_protocol_version())
+                                .unwrap_or_default()
+                                .to_owned(),
+                            supported: mcp::LEGACY_VERSIONS.to_vec(),
+                        });
+                    }
+                    let caller = CallerEnv {
+                        subject: principal.subject.clone(),
+                        client_id: principal.client_id.clone(),
+                        scopes: scopes_str,
+                    };
+                    up.post(&owner, &caller, session, m, &body, filter).await
+                }
+            }
+        }
+    }
+}
+
+async fn read_body(body: Body, max: usize) -> Result<Bytes, Reject> {
+    match http_body_util::Limited::new(body, max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Reject::BodyTooLarge),
+        Err(e) => Err(Reject::BodyRead(e.to_string())),
+    }
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn check_origin(route: &RouteRuntime, h: &HeaderMap) -> Result<(), Reject> {
+    if let Some(origin) = h.get(header::ORIGIN) {
+        let ok = origin
+            .to_str()
+            .is_ok_and(|o| route.allowed_origins.iter().any(|a| a == o));
+        if !ok {
+            return Err(Reject::OriginNotAllowed);
+        }
+    }
+    if route.loopback_only_host {
+        let ok = h
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(is_loopback_host);
+        if !ok {
+            return Err(Reject::OriginNotAllowed);
+        }
+    }
+    Ok(())
+}
+
+/// RFC 6750 §2.3 tokens in the URL are refused outright (MCP: "MUST NOT
+/// be included in the URI query string").
+fn query_has_token(q: Option<&str>) -> bool {
+    q.is_some_and(|q| {
+        q.split('&').any(|kv| {
+            kv.split('=')
+                .next()
+                .is_some_and(|k| k.eq_ignore_ascii_case("access_token"))
+        })
+    })
+}
+
+/// The bearer token of `Authorization: Bearer <token>` (RFC 6750 §2.1;
+/// the scheme is case-insensitive). Several Authorization headers are
+/// refused rather than guessed between.
+fn bearer(h: &HeaderMap) -> Result<&str, Reject> {
+    let mut all = h.get_all(header::AUTHORIZATION).iter();
+    let Some(v) = all.next() else {
+        return Err(Reject::MissingCredential);
+    };
+    if all.next().is_some() {
+        return Err(Reject::InvalidToken(crate::error::AuthFailure::NotBearer));
+    }
+    let s = v
+        .to_str()
+        .map_err(|_| Reject::InvalidToken(crate::error::AuthFailure::NotBearer))?;
+    let (scheme, token) = s
+        .split_once(' ')
+        .ok_or(Reject::InvalidToken(crate::error::AuthFailure::NotBearer))?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
+        return Err(Reject::InvalidToken(crate::error::AuthFailure::NotBearer));
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc6750_2_3_access_token_query_parameter_is_detected() {
+        assert!(query_has_token(Some("access_token=abc")));
+        assert!(query_has_token(Some("x=1&ACCESS_TOKEN=abc")));
+        assert!(!query_has_token(Some("token_hint=1")));
+        assert!(!query_has_token(None));
+    }
+
+    #[test]
+    fn rfc6750_2_1_bearer_scheme_is_case_insensitive() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "bearer abc".parse().unwrap());
+        assert_eq!(bearer(&h).unwrap(), "abc");
+        h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert!(matches!(bearer(&h), Err(Reject::InvalidToken(_))));
+        h.remove(header::AUTHORIZATION);
+        assert!(matches!(bearer(&h), Err(Reject::MissingCredential)));
+    }
+}

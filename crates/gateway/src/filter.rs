@@ -1,0 +1,189 @@
+//! Filtering `tools/list` results to the tools the caller may call.
+//!
+//! Applied to the upstream's answer to a `tools/list` request, whether it
+//! came as one JSON object or inside an SSE stream. Any result that was
+//! filtered is marked `cacheScope: "private"` (2026-07-28 caching: a
+//! per-caller list must not be shared between authorization contexts).
+
+use mcpgate_core::jsonrpc::Id;
+use serde_json::Value;
+
+/// Rewrites one JSON-RPC response in place if it answers `id` with a tool
+/// list; `keep` decides per tool name. Returns whether anything changed.
+pub fn filter_tools_response(msg: &mut Value, id: &Id, keep: &dyn Fn(&str) -> bool) -> bool {
+    if msg.get("id") != Some(&id.to_value()) {
+        return false;
+    }
+    let Some(result) = msg.get_mut("result").and_then(Value::as_object_mut) else {
+        return false;
+    };
+    let Some(tools) = result.get_mut("tools").and_then(Value::as_array_mut) else {
+        return false;
+    };
+    let before = tools.len();
+    tools.retain(|t| t.get("name").and_then(Value::as_str).is_some_and(keep));
+    let changed = tools.len() != before;
+    if result.contains_key("cacheScope") {
+        result.insert("cacheScope".into(), Value::from("private"));
+    }
+    changed
+}
+
+/// Rewrites a JSON body; returns the new bytes, or `None` to keep the
+/// original (not JSON, or not the answer).
+pub fn filter_json_body(bytes: &[u8], id: &Id, keep: &dyn Fn(&str) -> bool) -> Option<Vec<u8>> {
+    let mut v: Value = serde_json::from_slice(bytes).ok()?;
+    filter_tools_response(&mut v, id, keep);
+    serde_json::to_vec(&v).ok()
+}
+
+/// An incremental SSE rewriter: feeds bytes, yields bytes. Events are
+/// passed through unchanged except a `data:` event that is the response to
+/// `id`, whose JSON is filtered. Written by hand because it must preserve
+/// every other field (`id:`, `retry:`, comments) byte for byte, which the
+/// SSE parsing crates do not promise.
+#[derive(Debug)]
+pub struct SseFilter<F: Fn(&str) -> bool> {
+    id: Id,
+    keep: F,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl<F: Fn(&str) -> bool> SseFilter<F> {
+    pub fn new(id: Id, keep: F) -> Self {
+        Self {
+            id,
+            keep,
+            buf: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// Consumes a chunk and returns what can be emitted now.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        if self.done {
+            return chunk.to_vec();
+        }
+        self.buf.extend_from_slice(chunk);
+        let mut out = Vec::with_capacity(self.buf.len());
+        while let Some((end, sep_len)) = find_event_end(&self.buf) {
+            let event: Vec<u8> = self.buf.drain(..end + sep_len).collect();
+            out.extend_from_slice(&self.rewrite(&event[..end], &event[end..]));
+        }
+        out
+    }
+
+    /// Whatever is left at the end of the stream.
+    pub fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
+    fn rewrite(&mut self, event: &[u8], sep: &[u8]) -> Vec<u8> {
+        let Ok(text) = std::str::from_utf8(event) else {
+            return [event, sep].concat();
+        };
+        let mut data = String::new();
+        let mut others: Vec<&str> = Vec::new();
+        let mut has_data = false;
+        for line in text.split('\n') {
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            if let Some(d) = line.strip_prefix("data:") {
+                if has_data {
+                    data.push('\n');
+                }
+                data.push_str(d.strip_prefix(' ').unwrap_or(d));
+                has_data = true;
+            } else {
+                others.push(line);
+            }
+        }
+        if !has_data {
+            return [event, sep].concat();
+        }
+        let Ok(mut v) = serde_json::from_str::<Value>(&data) else {
+            return [event, sep].concat();
+        };
+        if v.get("id") != Some(&self.id.to_value()) {
+            return [event, sep].concat();
+        }
+        filter_tools_response(&mut v, &self.id, &self.keep);
+        self.done = true;
+        let mut out = String::new();
+        for o in others {
+            out.push_str(o);
+            out.push('\n');
+        }
+        out.push_str("data: ");
+        out.push_str(&v.to_string());
+        out.push_str("\n\n");
+        out.into_bytes()
+    }
+}
+
+/// Finds the end of the first complete event: (index of the blank-line
+/// separator, its length).
+fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut i = 0;
+    while i + 1 < buf.len() {
+        if buf[i] == b'\n' && buf[i + 1] == b'\n' {
+            return Some((i, 2));
+        }
+        if buf[i] == b'\r' && i + 3 < buf.len() && &buf[i..i + 4] == b"\r\n\r\n" {
+            return Some((i, 4));
+        }
+        if buf[i] == b'\r' && buf[i + 1] == b'\r' {
+            return Some((i, 2));
+        }
+        i += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keep(n: &str) -> bool {
+        n != "secret"
+    }
+
+    #[test]
+    fn json_result_is_filtered_and_marked_private() {
+        let body = br#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"echo"},{"name":"secret"}],"cacheScope":"public","ttlMs":1000}}"#;
+        let out = filter_json_body(body, &Id::Num(2.into()), &keep).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["result"]["tools"].as_array().unwrap().len(), 1);
+        assert_eq!(v["result"]["tools"][0]["name"], "echo");
+        assert_eq!(v["result"]["cacheScope"], "private");
+    }
+
+    #[test]
+    fn other_ids_are_untouched() {
+        let mut v: Value = serde_json::from_str(
+            r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"secret"}]}}"#,
+        )
+        .unwrap();
+        assert!(!filter_tools_response(&mut v, &Id::Num(2.into()), &keep));
+        assert_eq!(v["result"]["tools"][0]["name"], "secret");
+    }
+
+    #[test]
+    fn sse_stream_is_filtered_across_chunk_boundaries() {
+        let stream = b"id: 1\ndata: \n\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\nevent: message\nid: 2\ndata: {\"jsonrpc\":\"2.0\",\"id\":\"a\",\"result\":{\"tools\":[{\"name\":\"echo\"},{\"name\":\"secret\"}]}}\n\n";
+        let mut f = SseFilter::new(Id::Str("a".into()), keep);
+        let mut out = Vec::new();
+        for chunk in stream.chunks(7) {
+            out.extend(f.push(chunk));
+        }
+        out.extend(f.finish());
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("id: 1\ndata: \n\nevent: message\ndata: {\"jsonrpc\""),
+            "{text}"
+        );
+        assert!(text.contains("event: message\nid: 2\ndata: "), "{text}");
+        assert!(text.contains("\"echo\""), "{text}");
+        assert!(!text.contains("secret"), "{text}");
+    }
+}

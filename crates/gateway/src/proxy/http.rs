@@ -1,0 +1,213 @@
+//! Streamable HTTP upstreams (2025-11-25 and 2026-07-28 transports).
+//!
+//! Requests are forwarded with the client's body bytes unchanged. Responses
+//! are streamed: the client gets the upstream's status and headers as soon
+//! as they arrive (SDK clients wait for them before anything else), event
+//! streams are never buffered (`X-Accel-Buffering: no`) and have no overall
+//! timeout, and dropping the client's response (a disconnect) drops the
+//! upstream response, which closes that upstream connection.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, header};
+use http_body_util::BodyExt as _;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use mcpgate_core::jsonrpc::Id;
+
+use super::{STRIPPED_REQUEST_HEADERS, STRIPPED_RESPONSE_HEADERS, Tracked};
+use crate::error::Reject;
+use crate::filter::{SseFilter, filter_json_body};
+use crate::metrics::Metrics;
+
+pub type Client =
+    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+
+/// Largest JSON response read whole when it must be rewritten.
+const MAX_REWRITE: usize = 16 * 1024 * 1024;
+
+/// Builds the shared upstream client (HTTP/1.1, TLS with the system roots).
+pub fn client() -> Result<Client, std::io::Error> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .build(https),
+    )
+}
+
+#[derive(Debug)]
+pub struct HttpUpstream {
+    uri: Uri,
+    client: Client,
+    timeout: Duration,
+}
+
+/// What the caller is, as told to the upstream.
+#[derive(Debug)]
+pub struct Identity<'a> {
+    pub headers: &'a mcpgate_core::config::IdentityHeaders,
+    pub subject: Option<&'a str>,
+    pub client_id: Option<&'a str>,
+    pub scopes: Option<String>,
+}
+
+/// A `tools/list` answer to filter: the request id and the keep predicate.
+pub type ToolFilter = (Id, Box<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl HttpUpstream {
+    pub fn new(url: &str, client: Client, timeout_secs: u64) -> Result<Self, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("upstream_url {url:?}: {e}"))?;
+        Ok(Self {
+            uri,
+            client,
+            timeout: Duration::from_secs(timeout_secs),
+        })
+    }
+
+    /// Forwards one request and returns the upstream's response (streaming).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn forward(
+        &self,
+        method: Method,
+        headers: &HeaderMap,
+        body: Bytes,
+        identity: &Identity<'_>,
+        filter: Option<ToolFilter>,
+        metrics: &Metrics,
+        route: &str,
+    ) -> Result<Response<Body>, Reject> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(self.uri.clone())
+            .body(Body::from(body))
+            .map_err(|e| Reject::Upstream(e.to_string()))?;
+        let out = req.headers_mut();
+        copy_request_headers(headers, out, identity);
+        if let Some(host) = self.uri.authority()
+            && let Ok(v) = HeaderValue::from_str(host.as_str())
+        {
+            out.insert(header::HOST, v);
+        }
+
+        let started = Instant::now();
+        let resp = tokio::time::timeout(self.timeout, self.client.request(req))
+            .await
+            .map_err(|_| Reject::UpstreamTimeout)?
+            .map_err(|e| Reject::Upstream(e.to_string()))?;
+        metrics
+            .upstream_latency
+            .get_or_create(&crate::metrics::RouteLabels {
+                route: route.to_owned(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+
+        let (mut parts, incoming) = resp.into_parts();
+        for h in STRIPPED_RESPONSE_HEADERS {
+            parts.headers.remove(*h);
+        }
+        let is_sse = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        let is_json = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/json"));
+
+        let body = match filter {
+            Some((id, keep)) if is_json && parts.status.is_success() => {
+                let bytes = http_body_util::Limited::new(incoming, MAX_REWRITE)
+                    .collect()
+                    .await
+                    .map_err(|e| Reject::Upstream(e.to_string()))?
+                    .to_bytes();
+                parts.headers.remove(header::CONTENT_LENGTH);
+                match filter_json_body(&bytes, &id, &keep) {
+                    Some(v) => Body::from(v),
+                    None => Body::from(bytes),
+                }
+            }
+            Some((id, keep)) if is_sse => {
+                parts.headers.remove(header::CONTENT_LENGTH);
+                let state = (incoming.into_data_stream(), SseFilter::new(id, keep), false);
+                let stream =
+                    futures_util::stream::unfold(state, |(mut s, mut f, ended)| async move {
+                        if ended {
+                            return None;
+                        }
+                        match s.next().await {
+                            Some(Ok(chunk)) => {
+                                let out = Bytes::from(f.push(&chunk));
+                                Some((Ok::<_, hyper::Error>(out), (s, f, false)))
+                            }
+                            Some(Err(e)) => Some((Err(e), (s, f, true))),
+                            None => {
+                                let rest = Bytes::from(f.finish());
+                                Some((Ok(rest), (s, f, true)))
+                            }
+                        }
+                    });
+                Body::new(Tracked::new(
+                    http_body_util::StreamBody::new(stream.map(|r| r.map(http_body::Frame::data)))
+                        .boxed_unsync(),
+                    metrics.active_streams.clone(),
+                ))
+            }
+            _ if is_sse => Body::new(Tracked::new(incoming, metrics.active_streams.clone())),
+            _ => Body::new(incoming),
+        };
+        if is_sse {
+            parts.headers.insert(
+                HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            );
+        }
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// Copies the client's headers minus hop-by-hop headers, credentials and
+/// any header claiming to carry the gateway's identity, then sets the
+/// identity headers from the authenticated principal.
+pub fn copy_request_headers(from: &HeaderMap, to: &mut HeaderMap, identity: &Identity<'_>) {
+    let names = [
+        identity.headers.subject.as_str(),
+        identity.headers.client_id.as_str(),
+        identity.headers.scopes.as_str(),
+    ];
+    for (name, value) in from {
+        let n = name.as_str();
+        if STRIPPED_REQUEST_HEADERS.contains(&n) || names.iter().any(|i| i.eq_ignore_ascii_case(n))
+        {
+            continue;
+        }
+        to.append(name.clone(), value.clone());
+    }
+    let mut set = |name: &str, value: Option<&str>| {
+        if let (Ok(n), Some(v)) = (HeaderName::try_from(name), value)
+            && let Ok(v) = HeaderValue::from_str(v)
+        {
+            to.insert(n, v);
+        }
+    };
+    set(names[0], identity.subject);
+    set(names[1], identity.client_id);
+    set(names[2], identity.scopes.as_deref());
+}

@@ -1,0 +1,82 @@
+//! Forwarding to upstream MCP servers: Streamable HTTP ([`http`]) and stdio
+//! programs ([`stdio`]).
+
+pub mod http;
+pub mod stdio;
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use prometheus_client::metrics::gauge::Gauge;
+
+/// Headers that never cross the gateway: hop-by-hop (RFC 9110 §7.6.1) and
+/// the client's credentials (MCP "Token Passthrough": the upstream never
+/// sees the client's token, cookies or DPoP proof).
+pub const STRIPPED_REQUEST_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "authorization",
+    "cookie",
+    "dpop",
+];
+
+pub const STRIPPED_RESPONSE_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// A body that keeps a gauge raised while it is alive (open streams).
+#[derive(Debug)]
+pub struct Tracked<B> {
+    inner: B,
+    gauge: Gauge,
+}
+
+impl<B> Tracked<B> {
+    pub fn new(inner: B, gauge: Gauge) -> Self {
+        gauge.inc();
+        Self { inner, gauge }
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,550 @@
+//! stdio upstreams: the gateway spawns the program and speaks
+//! newline-delimited JSON-RPC to it, serving Streamable HTTP (2025-11-25
+//! transport) to clients.
+//!
+//! Each `initialize` starts a child of its own, tied to a gateway-minted
+//! `Mcp-Session-Id` and to the principal that created it: a stdio server may
+//! hold one user's state, so a child is never shared between principals and
+//! another principal presenting the session id gets 404. Idle children are
+//! reaped (their session then answers 404, and clients re-initialise, as the
+//! transport specifies). When a child exits, every request waiting on it gets
+//! a JSON-RPC error at once and the session ends. The child's stderr goes to
+//! the gateway log.
+//!
+//! The 2026-07-28 era has no handshake; a modern request on a stdio route is
+//! answered with UnsupportedProtocolVersion naming the versions the bridge
+//! speaks, so dual-era clients fall back to `initialize`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use http::{HeaderValue, Response, StatusCode, header};
+use mcpgate_core::jsonrpc::{self, Id, Message, code};
+use serde_json::Value;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{ChildStdin, Command};
+use tokio::sync::{mpsc, oneshot};
+
+use super::Tracked;
+use super::http::ToolFilter;
+use crate::error::Reject;
+use crate::metrics::Metrics;
+
+/// Longest line accepted from a child.
+const MAX_LINE: usize = 16 * 1024 * 1024;
+/// Children one principal may hold on one route; the least recently used
+/// is stopped to make room.
+const MAX_CHILDREN_PER_PRINCIPAL: usize = 8;
+
+#[derive(Debug)]
+pub struct StdioUpstream {
+    route: String,
+    command: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: Option<PathBuf>,
+    idle: Duration,
+    timeout: Duration,
+    sessions: Mutex<HashMap<String, Arc<Child>>>,
+    metrics: Arc<Metrics>,
+}
+
+/// The environment a child gets to know its caller by.
+#[derive(Debug, Clone, Default)]
+pub struct CallerEnv {
+    pub subject: String,
+    pub client_id: Option<String>,
+    pub scopes: String,
+}
+
+#[derive(Debug)]
+struct Child {
+    owner: String,
+    stdin: tokio::sync::Mutex<ChildStdin>,
+    pending: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+    listener: Mutex<Option<mpsc::Sender<Bytes>>>,
+    last_used: Mutex<Instant>,
+    dead: AtomicBool,
+    kill: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl Child {
+    fn touch(&self) {
+        *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.last_used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+    }
+
+    fn has_listener(&self) -> bool {
+        self.listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|l| !l.is_closed())
+    }
+
+    fn stop(&self) {
+        if let Some(k) = self.kill.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = k.send(());
+        }
+    }
+
+    /// Fails every waiting request at once (the child is gone).
+    fn fail_pending(&self) {
+        let pending: Vec<_> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        for (key, tx) in pending {
+            let id: Value = serde_json::from_str(&key).unwrap_or(Value::Null);
+            let _ = tx.send(serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "error": {"code": code::GATEWAY_UPSTREAM, "message": "Upstream MCP server exited"},
+            }));
+        }
+    }
+}
+
+fn id_key(id: &Id) -> String {
+    id.to_value().to_string()
+}
+
+impl StdioUpstream {
+    pub fn new(
+        route: String,
+        command: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: Option<PathBuf>,
+        idle_secs: u64,
+        timeout_secs: u64,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let this = Arc::new(Self {
+            route,
+            command,
+            env,
+            cwd,
+            idle: Duration::from_secs(idle_secs.max(1)),
+            timeout: Duration::from_secs(timeout_secs),
+            sessions: Mutex::new(HashMap::new()),
+            metrics,
+        });
+        let weak = Arc::downgrade(&this);
+        let period = (this.idle / 2).clamp(Duration::from_millis(200), Duration::from_secs(30));
+        tokio::spawn(reaper(weak, period));
+        this
+    }
+
+    /// Number of live children (for tests and readiness).
+    pub fn children(&self) -> usize {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Stops every child (graceful shutdown).
+    pub fn shutdown(&self) {
+        let all: Vec<_> = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        for (_, c) in all {
+            c.stop();
+        }
+    }
+
+    fn session(&self, id: Option<&str>, owner: &str) -> Result<Arc<Child>, Reject> {
+        let id = id.ok_or(Reject::SessionRequired)?;
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        match sessions.get(id) {
+            // Constant-time is not needed: the owner key is not a secret,
+            // and the session id was matched by hash lookup.
+            Some(c) if c.owner == owner && !c.dead.load(Ordering::Acquire) => Ok(c.clone()),
+            _ => Err(Reject::SessionNotFound),
+        }
+    }
+
+    /// Handles a POST.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn post(
+        self: &Arc<Self>,
+        owner: &str,
+        caller: &CallerEnv,
+        session: Option<&str>,
+        msg: &Message,
+        body: &[u8],
+        filter: Option<ToolFilter>,
+    ) -> Result<Response<Body>, Reject> {
+        // One compact line: a client may send pretty-printed JSON.
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| Reject::BodyRead(e.to_string()))?;
+        let mut line = serde_json::to_vec(&value).map_err(|e| Reject::BodyRead(e.to_string()))?;
+        line.push(b'\n');
+
+        let (child, new_session) = if msg.method() == Some("initialize") {
+            let (sid, child) = self.spawn(owner, caller)?;
+            (child, Some(sid))
+        } else {
+            (self.session(session, owner)?, None)
+        };
+        child.touch();
+
+        let Message::Request { id, .. } = msg else {
+            write_line(&child, &line).await?;
+            return Ok(empty(StatusCode::ACCEPTED));
+        };
+        let (tx, rx) = oneshot::channel();
+        let key = id_key(id);
+        child
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), tx);
+        if let Err(e) = write_line(&child, &line).await {
+            child
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+            return Err(e);
+        }
+        let mut reply = match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(_)) => {
+                // The child went away between registration and reply.
+                jsonrpc::error_body(
+                    Some(id),
+                    code::GATEWAY_UPSTREAM,
+                    "Upstream MCP server exited",
+                    None,
+                )
+            }
+            Err(_) => {
+                child
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
+                return Err(Reject::UpstreamTimeout);
+            }
+        };
+        child.touch();
+        if let Some((fid, keep)) = filter {
+            crate::filter::filter_tools_response(&mut reply, &fid, &keep);
+        }
+        let bytes = serde_json::to_vec(&reply).map_err(|e| Reject::Upstream(e.to_string()))?;
+        let mut resp = Response::new(Body::from(bytes));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(sid) = new_session
+            && let Ok(v) = HeaderValue::from_str(&sid)
+        {
+            resp.headers_mut().insert("mcp-session-id", v);
+        }
+        Ok(resp)
+    }
+
+    /// Handles a GET: the session's stream of server-initiated messages.
+    pub fn get(&self, owner: &str, session: Option<&str>) -> Result<Response<Body>, Reject> {
+        let child = self.session(session, owner)?;
+        let (tx, rx) = mpsc::channel::<Bytes>(64);
+        *child.listener.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        child.touch();
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|b| {
+                (
+                    Ok::<_, std::convert::Infallible>(http_body::Frame::data(b)),
+                    rx,
+                )
+            })
+        });
+        let body = Tracked::new(
+            http_body_util::StreamBody::new(stream.boxed()),
+            self.metrics.active_streams.clone(),
+        );
+        let mut resp = Response::new(Body::new(body));
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        Ok(resp)
+    }
+
+    /// Handles a DELETE: ends the session and its child.
+    pub fn delete(&self, owner: &str, session: Option<&str>) -> Result<Response<Body>, Reject> {
+        let child = self.session(session, owner)?;
+        if let Some(id) = session {
+            self.sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(id);
+        }
+        child.stop();
+        Ok(empty(StatusCode::OK))
+    }
+
+    fn spawn(
+        self: &Arc<Self>,
+        owner: &str,
+        caller: &CallerEnv,
+    ) -> Result<(String, Arc<Child>), Reject> {
+        self.make_room(owner);
+        let mut sid_bytes = [0u8; 16];
+        mcpgate_crypto::random_bytes(&mut sid_bytes)
+            .map_err(|e| Reject::Upstream(e.to_string()))?;
+        let sid: String = sid_bytes.iter().map(|b| format!("{b:02x}")).collect();
+
+        let mut cmd = Command::new(&self.command[0]);
+        cmd.args(&self.command[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        // The gateway's own settings (master key, config) are not the
+        // child's business.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("MCPGATE_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd.env("MCPGATE_SUBJECT", &caller.subject);
+        cmd.env("MCPGATE_SCOPES", &caller.scopes);
+        if let Some(c) = &caller.client_id {
+            cmd.env("MCPGATE_CLIENT_ID", c);
+        }
+        if let Some(cwd) = &self.cwd {
+            cmd.current_dir(cwd);
+        }
+        let mut proc = cmd
+            .spawn()
+            .map_err(|e| Reject::Upstream(format!("cannot start {:?}: {e}", self.command[0])))?;
+        let pid = proc.id().unwrap_or(0);
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (proc.stdin.take(), proc.stdout.take(), proc.stderr.take())
+        else {
+            return Err(Reject::Upstream("child pipes unavailable".into()));
+        };
+        let (kill_tx, kill_rx) = oneshot::channel();
+        let child = Arc::new(Child {
+            owner: owner.to_owned(),
+            stdin: tokio::sync::Mutex::new(stdin),
+            pending: Mutex::new(HashMap::new()),
+            listener: Mutex::new(None),
+            last_used: Mutex::new(Instant::now()),
+            dead: AtomicBool::new(false),
+            kill: Mutex::new(Some(kill_tx)),
+        });
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sid.clone(), child.clone());
+        self.metrics.stdio_children.inc();
+        tracing::info!(route = %self.route, pid, "started stdio MCP server");
+
+        let route = self.route.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                tracing::warn!(target: "mcpgate::upstream", route = %route, pid, "{l}");
+            }
+        });
+        let route = self.route.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                status = proc.wait() => {
+                    tracing::info!(route = %route, pid, ?status, "stdio MCP server exited");
+                }
+                _ = kill_rx => {
+                    let _ = proc.kill().await;
+                    tracing::info!(route = %route, pid, "stopped stdio MCP server");
+                }
+            }
+        });
+        let weak = Arc::downgrade(self);
+        let reader_child = child.clone();
+        let sid2 = sid.clone();
+        tokio::spawn(async move {
+            read_child(BufReader::new(stdout), &reader_child).await;
+            reader_child.dead.store(true, Ordering::Release);
+            reader_child.fail_pending();
+            *reader_child
+                .listener
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = None;
+            if let Some(up) = weak.upgrade() {
+                up.sessions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&sid2);
+                up.metrics.stdio_children.dec();
+            }
+            reader_child.stop();
+        });
+        Ok((sid, child))
+    }
+
+    /// Keeps one principal under its child quota by stopping its least
+    /// recently used child.
+    fn make_room(&self, owner: &str) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mine: Vec<(String, Duration)> = sessions
+            .iter()
+            .filter(|(_, c)| c.owner == owner)
+            .map(|(k, c)| (k.clone(), c.idle_for()))
+            .collect();
+        if mine.len() < MAX_CHILDREN_PER_PRINCIPAL {
+            return;
+        }
+        if let Some((k, _)) = mine.iter().max_by_key(|(_, idle)| *idle)
+            && let Some(c) = sessions.remove(k)
+        {
+            c.stop();
+        }
+    }
+}
+
+async fn write_line(child: &Child, line: &[u8]) -> Result<(), Reject> {
+    let mut stdin = child.stdin.lock().await;
+    let r = async {
+        stdin.write_all(line).await?;
+        stdin.flush().await
+    }
+    .await;
+    r.map_err(|e| Reject::Upstream(format!("writing to stdio server: {e}")))
+}
+
+/// Routes every line the child prints: responses to their waiting request,
+/// anything else (server requests and notifications) to the session's GET
+/// stream.
+async fn read_child<R: AsyncBufRead + Unpin>(mut r: R, child: &Child) {
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match read_line_bounded(&mut r, &mut buf).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "stdio server output unreadable; stopping it");
+                return;
+            }
+        }
+        let line = buf.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(line) else {
+            tracing::warn!("stdio server printed a line that is not JSON; ignored");
+            continue;
+        };
+        let is_response =
+            v.get("method").is_none() && (v.get("result").is_some() || v.get("error").is_some());
+        if is_response {
+            let key = v.get("id").map(Value::to_string).unwrap_or_default();
+            let tx = child
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+            if let Some(tx) = tx {
+                let _ = tx.send(v);
+            }
+            continue;
+        }
+        let listener = child
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match listener {
+            Some(l) => {
+                let event = format!("event: message\ndata: {v}\n\n");
+                let _ = l.send(Bytes::from(event)).await;
+            }
+            None => tracing::debug!("server-initiated message with no open stream; dropped"),
+        }
+    }
+}
+
+/// Reads one `\n`-terminated line of at most [`MAX_LINE`] bytes; `false` at
+/// end of input.
+async fn read_line_bounded<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(!buf.is_empty());
+        }
+        let (take, done) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        if buf.len() + take > MAX_LINE {
+            return Err(std::io::Error::other("line too long"));
+        }
+        buf.extend_from_slice(&chunk[..take]);
+        r.consume(take);
+        if done {
+            return Ok(true);
+        }
+    }
+}
+
+async fn reaper(up: Weak<StdioUpstream>, period: Duration) {
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(up) = up.upgrade() else { return };
+        let idle: Vec<(String, Arc<Child>)> = {
+            let mut sessions = up.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let keys: Vec<String> = sessions
+                .iter()
+                .filter(|(_, c)| {
+                    c.idle_for() > up.idle
+                        && !c.has_listener()
+                        && c.pending
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .is_empty()
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| sessions.remove(&k).map(|c| (k, c)))
+                .collect()
+        };
+        for (_, c) in idle {
+            tracing::info!(route = %up.route, "reaping idle stdio MCP server");
+            c.stop();
+        }
+    }
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    r
+}
