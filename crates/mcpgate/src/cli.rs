@@ -1,0 +1,478 @@
+//! Command-line interface and wiring.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mcpgate_core::ScopeSet;
+use mcpgate_core::config::{AuthMode, Config, ConfigError, Upstream};
+use mcpgate_store::{ApiKeyRecord, DEFAULT_TENANT, Store};
+use serde_json::json;
+
+/// OAuth 2.1 gateway for MCP servers.
+#[derive(Debug, Parser)]
+#[command(name = "mcpgate", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Configuration file (TOML).
+    #[arg(long, short = 'c', env = "MCPGATE_CONFIG", value_name = "FILE")]
+    config: PathBuf,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Log format (pretty on a terminal by default).
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// API keys for agents and scripts.
+    Apikey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file; exits 64 with the reason if invalid.
+    Check {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiKeyCommand {
+    /// Create a key; it is printed once and only its hash is stored.
+    Create {
+        #[command(flatten)]
+        common: Common,
+        /// A name to recognise the key by.
+        #[arg(long)]
+        name: String,
+        /// The route path the key opens (e.g. /mcp).
+        #[arg(long)]
+        route: String,
+        /// Space-separated scopes granted to the key.
+        #[arg(long, default_value = "")]
+        scopes: String,
+        /// Lifetime, e.g. 30d, 12h, 15m, 3600s (default: no expiry).
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Revoke a key; the next request with it is refused.
+    Revoke {
+        #[command(flatten)]
+        common: Common,
+        /// The key id (as shown by `apikey list`).
+        id: String,
+    },
+}
+
+const EXIT_CONFIG: u8 = 64;
+
+pub async fn run(cli: Cli) -> ExitCode {
+    let json = match &cli.command {
+        Command::Serve { common, .. } => common.json,
+        Command::Config {
+            command: ConfigCommand::Check { common },
+        } => common.json,
+        Command::Apikey { command } => match command {
+            ApiKeyCommand::Create { common, .. }
+            | ApiKeyCommand::List { common }
+            | ApiKeyCommand::Revoke { common, .. } => common.json,
+        },
+    };
+    let result = match cli.command {
+        Command::Serve { common, log_format } => serve(&common, log_format).await,
+        Command::Config {
+            command: ConfigCommand::Check { common },
+        } => config_check(&common),
+        Command::Apikey { command } => apikey(command).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let is_config = e.downcast_ref::<ConfigError>().is_some();
+            if json {
+                println!("{}", json!({"ok": false, "error": format!("{e:#}")}));
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            if is_config {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+fn config_check(common: &Common) -> anyhow::Result<()> {
+    let cfg = load(&common.config)?;
+    if common.json {
+        println!(
+            "{}",
+            json!({
+                "ok": true,
+                "routes": cfg.routes.iter().map(|r| &r.path).collect::<Vec<_>>(),
+                "trusted_issuers": cfg.trusted_issuers.iter().map(|i| &i.issuer).collect::<Vec<_>>(),
+            })
+        );
+    } else {
+        println!(
+            "{}: OK ({} route{}, {} trusted issuer{})",
+            common.config.display(),
+            cfg.routes.len(),
+            if cfg.routes.len() == 1 { "" } else { "s" },
+            cfg.trusted_issuers.len(),
+            if cfg.trusted_issuers.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+        );
+    }
+    Ok(())
+}
+
+async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let url = cfg.storage.resolved_url(&cfg.base_dir);
+    mcpgate_store::open(&url)
+        .await
+        .context("opening storage ([storage] url)")
+}
+
+fn init_tracing(format: Option<LogFormat>) {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let format = format.unwrap_or(if std::io::stderr().is_terminal() {
+        LogFormat::Pretty
+    } else {
+        LogFormat::Json
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+async fn serve(common: &Common, log_format: Option<LogFormat>) -> anyhow::Result<()> {
+    let cfg = load(&common.config)?;
+    init_tracing(log_format);
+    let store = open_store(&cfg).await?;
+    let listen = cfg.listen;
+    let metrics_listen = cfg.metrics_listen;
+    let limits = cfg.limits.clone();
+    let banner = banner(&cfg, &common.config);
+    let gw = mcpgate_gateway::Gateway::build(cfg, store)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (`listen`)"))?;
+    if let Some(addr) = metrics_listen {
+        let ml = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (`metrics_listen`)"))?;
+        tokio::spawn(mcpgate_gateway::serve_metrics(ml, gw.metrics.clone()));
+    }
+    tracing::info!(%listen, "mcpgate listening");
+    println!("{banner}");
+    mcpgate_gateway::serve(
+        listener,
+        gw.router(),
+        limits.max_header_bytes,
+        Duration::from_secs(limits.shutdown_grace_secs),
+        shutdown_signal(),
+    )
+    .await;
+    gw.shutdown_upstreams();
+    tracing::info!("mcpgate stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// What to do next, printed on start.
+fn banner(cfg: &Config, config_path: &Path) -> String {
+    let mut s = format!("mcpgate is listening on {}\n", cfg.public_url.as_str());
+    let mut first_oauth = None;
+    for r in &cfg.routes {
+        let upstream = match &r.upstream {
+            Upstream::Http { url } => format!("Streamable HTTP {url}"),
+            Upstream::Stdio { command, .. } => format!("stdio `{}`", command.join(" ")),
+        };
+        let resource = format!("{}{}", cfg.public_url.as_str(), r.path);
+        s.push_str(&format!("\n  route {}  ->  {upstream}\n", r.path));
+        match r.auth {
+            AuthMode::None => s.push_str("    auth: none (public)\n"),
+            AuthMode::Oauth => {
+                first_oauth.get_or_insert(r);
+                s.push_str(&format!(
+                    "    MCP server URL: {resource}\n    protected resource metadata: {}\n    scopes: {}\n",
+                    mcpgate_gateway::metadata::prm_url(cfg.public_url.as_str(), &r.path),
+                    if r.scopes.is_empty() { "(none)".into() } else { r.scopes.to_space_delimited() },
+                ));
+            }
+        }
+    }
+    if let Some(r) = first_oauth {
+        let scopes = r.scopes.to_space_delimited();
+        let exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "mcpgate".into());
+        s.push_str(&format!(
+            "\nNext: create a credential (in another terminal):\n  {exe} apikey create --config {} --name my-agent --route {} --scopes \"{scopes}\"\n\
+             then point an MCP client at {}{} with the header\n  Authorization: Bearer <the key>\n",
+            config_path.display(),
+            r.path,
+            cfg.public_url.as_str(),
+            r.path,
+        ));
+        if !cfg.trusted_issuers.is_empty() {
+            s.push_str("Access tokens from these issuers are accepted too: ");
+            s.push_str(
+                &cfg.trusted_issuers
+                    .iter()
+                    .map(|i| i.issuer.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+            s.push('\n');
+        }
+    }
+    s
+}
+
+async fn apikey(cmd: ApiKeyCommand) -> anyhow::Result<()> {
+    match cmd {
+        ApiKeyCommand::Create {
+            common,
+            name,
+            route,
+            scopes,
+            expires_in,
+        } => {
+            let cfg = load(&common.config)?;
+            let Some(r) = cfg.routes.iter().find(|r| r.path == route) else {
+                bail!(
+                    "no route with path {route:?} in {}; configured routes: {}",
+                    common.config.display(),
+                    cfg.routes
+                        .iter()
+                        .map(|r| r.path.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            };
+            if r.auth == AuthMode::None {
+                bail!("route {route:?} has auth = \"none\": it needs no key");
+            }
+            let scopes = ScopeSet::parse(&scopes).context("--scopes")?;
+            let now = mcpgate_gateway::authn::now() as i64;
+            let expires_at = match expires_in {
+                Some(d) => Some(now + parse_duration(&d)? as i64),
+                None => None,
+            };
+            let store = open_store(&cfg).await?;
+            let key = mcpgate_crypto::apikey::generate()?;
+            let rec = ApiKeyRecord {
+                tenant_id: DEFAULT_TENANT.into(),
+                id: key.id.clone(),
+                name: name.clone(),
+                route: route.clone(),
+                scopes: scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+                secret_hash: key.hash.to_vec(),
+                created_at: now,
+                expires_at,
+                revoked_at: None,
+            };
+            store.insert_api_key(&rec).await?;
+            let secret = std::str::from_utf8(key.key.expose())?;
+            let missing = scopes.missing(&r.scopes);
+            if common.json {
+                println!(
+                    "{}",
+                    json!({
+                        "id": key.id, "key": secret, "name": name, "route": route,
+                        "scopes": rec.scopes, "expires_at": expires_at,
+                    })
+                );
+            } else {
+                println!("{secret}");
+                eprintln!(
+                    "Created API key {} ({name}) for route {route} with scopes \"{}\"{}.\n\
+                     This is the only time the key is shown; store it now. Use it as\n  Authorization: Bearer {}…",
+                    key.id,
+                    scopes.to_space_delimited(),
+                    expires_at
+                        .map(|e| format!(", expiring at unix time {e}"))
+                        .unwrap_or_default(),
+                    &secret[..12],
+                );
+            }
+            if !missing.is_empty() {
+                eprintln!(
+                    "warning: route {route} needs scope(s) {:?} that this key lacks; its requests will be refused",
+                    missing.iter().map(|s| s.as_str()).collect::<Vec<_>>()
+                );
+            }
+            Ok(())
+        }
+        ApiKeyCommand::List { common } => {
+            let cfg = load(&common.config)?;
+            let store = open_store(&cfg).await?;
+            let keys = store.list_api_keys(DEFAULT_TENANT).await?;
+            let now = mcpgate_gateway::authn::now() as i64;
+            if common.json {
+                let v: Vec<_> = keys
+                    .iter()
+                    .map(|k| {
+                        json!({
+                            "id": k.id, "name": k.name, "route": k.route, "scopes": k.scopes,
+                            "created_at": k.created_at, "expires_at": k.expires_at,
+                            "revoked_at": k.revoked_at, "state": state(k, now),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else if keys.is_empty() {
+                println!("no API keys");
+            } else {
+                println!(
+                    "{:<18} {:<20} {:<16} {:<8} SCOPES",
+                    "ID", "NAME", "ROUTE", "STATE"
+                );
+                for k in &keys {
+                    println!(
+                        "{:<18} {:<20} {:<16} {:<8} {}",
+                        k.id,
+                        k.name,
+                        k.route,
+                        state(k, now),
+                        k.scopes.join(" ")
+                    );
+                }
+            }
+            Ok(())
+        }
+        ApiKeyCommand::Revoke { common, id } => {
+            let cfg = load(&common.config)?;
+            let store = open_store(&cfg).await?;
+            let now = mcpgate_gateway::authn::now() as i64;
+            let Some(_) = store.api_key(DEFAULT_TENANT, &id).await? else {
+                bail!("no API key with id {id:?} (see `mcpgate apikey list`)");
+            };
+            let changed = store.revoke_api_key(DEFAULT_TENANT, &id, now).await?;
+            if common.json {
+                println!(
+                    "{}",
+                    json!({"id": id, "revoked": true, "already_revoked": !changed})
+                );
+            } else if changed {
+                println!("revoked API key {id}");
+            } else {
+                println!("API key {id} was already revoked");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn state(k: &ApiKeyRecord, now: i64) -> &'static str {
+    if k.revoked_at.is_some() {
+        "revoked"
+    } else if k.expires_at.is_some_and(|e| e <= now) {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
+/// `30d`, `12h`, `15m`, `3600s` or a bare number of seconds.
+fn parse_duration(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'd')) => (&s[..i], 86_400),
+        Some((i, 'h')) => (&s[..i], 3_600),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 's')) => (&s[..i], 1),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("--expires-in {s:?}: expected e.g. 30d, 12h, 15m or 3600s"))?;
+    if n == 0 {
+        bail!("--expires-in must be positive");
+    }
+    n.checked_mul(mult)
+        .with_context(|| format!("--expires-in {s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30d").unwrap(), 2_592_000);
+        assert_eq!(parse_duration("12h").unwrap(), 43_200);
+        assert_eq!(parse_duration("15m").unwrap(), 900);
+        assert_eq!(parse_duration("90").unwrap(), 90);
+        assert!(parse_duration("0d").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}
