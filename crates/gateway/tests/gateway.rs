@@ -1,0 +1,632 @@
+//! The gateway end to end on loopback: real HTTP, a real JWKS issuer, a
+//! recording upstream, real SQLite. Every refusal also checks that the
+//! upstream saw nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, Header};
+use serde_json::{Value, json};
+use support::*;
+
+struct Setup {
+    iss: Issuer,
+    up: Upstream,
+    gw: Gw,
+}
+
+impl Setup {
+    async fn new() -> Self {
+        let iss = Issuer::start().await;
+        let up = Upstream::start().await;
+        let cfg = format!(
+            r#"
+[[trusted_issuers]]
+issuer = "{iss}"
+
+[[routes]]
+path = "/team/mcp"
+upstream_url = "{up}"
+scopes = ["mcp"]
+[routes.tool_scopes]
+write_note = ["notes:write"]
+
+[[routes]]
+path = "/other/mcp"
+upstream_url = "{up}"
+scopes = ["mcp"]
+
+[[routes]]
+path = "/open"
+upstream_url = "{up}"
+auth = "none"
+"#,
+            iss = iss.url,
+            up = up.url
+        );
+        let gw = Gw::start(&cfg).await;
+        Self { iss, up, gw }
+    }
+
+    fn team(&self) -> String {
+        self.gw.url("/team/mcp")
+    }
+
+    fn good_token(&self) -> String {
+        self.iss.token(&self.team(), "mcp")
+    }
+}
+
+fn www_auth(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn rfc9728_3_prm_document_per_route() {
+    let s = Setup::new().await;
+    let r = client()
+        .get(s.gw.url("/.well-known/oauth-protected-resource/team/mcp"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(doc["resource"], s.team());
+    assert_eq!(doc["authorization_servers"], json!([s.iss.url]));
+    assert_eq!(doc["scopes_supported"], json!(["mcp"]));
+    assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+    // The public route has no metadata; unknown routes neither.
+    for p in [
+        "/.well-known/oauth-protected-resource/open",
+        "/.well-known/oauth-protected-resource/nope",
+    ] {
+        assert_eq!(
+            client().get(s.gw.url(p)).send().await.unwrap().status(),
+            404,
+            "{p}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rfc9728_5_1_missing_token_gets_challenge_and_jsonrpc_body() {
+    let s = Setup::new().await;
+    let r = rpc(&s.team(), None, &list(41)).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        www_auth(&r),
+        format!(
+            "Bearer scope=\"mcp\", resource_metadata=\"{}\"",
+            s.gw.url("/.well-known/oauth-protected-resource/team/mcp")
+        )
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["id"], 41);
+    assert_eq!(body["jsonrpc"], "2.0");
+    assert!(body["error"]["code"].is_i64());
+    assert!(s.up.seen().is_empty());
+}
+
+#[tokio::test]
+async fn valid_token_reaches_upstream_without_passthrough() {
+    let s = Setup::new().await;
+    let token = s.good_token();
+    let r = client()
+        .post(s.team())
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .header("cookie", "session=secret-cookie")
+        .header("dpop", "proof")
+        .header("x-mcp-subject", "admin")
+        .header("X-MCP-Scopes", "everything")
+        .body(call(1, "echo").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["result"]["content"][0]["text"], "called echo");
+    let seen = s.up.seen();
+    assert_eq!(seen.len(), 1);
+    let h = &seen[0].headers;
+    assert!(h.get("authorization").is_none(), "token passed through");
+    assert!(h.get("cookie").is_none());
+    assert!(h.get("dpop").is_none());
+    assert_eq!(h.get_all("x-mcp-subject").iter().count(), 1);
+    assert_eq!(h["x-mcp-subject"], "alice");
+    assert_eq!(h["x-mcp-client-id"], "test-client");
+    assert_eq!(h["x-mcp-scopes"], "mcp");
+    for v in h.values() {
+        assert!(!v.to_str().unwrap_or("").contains(&token));
+    }
+    assert_eq!(seen[0].body, call(1, "echo"));
+}
+
+#[tokio::test]
+async fn bad_token_matrix_is_refused_and_upstream_sees_nothing() {
+    let s = Setup::new().await;
+    let team = s.team();
+    let now = mcpgate_test_support::now();
+    let other_key = mcpgate_test_support::TestKey::es256("key-1");
+    let mut cases: Vec<(&str, String)> = vec![
+        ("other route", s.iss.token(&s.gw.url("/other/mcp"), "mcp")),
+        ("trailing slash", s.iss.token(&format!("{team}/"), "mcp")),
+        ("prefix", s.iss.token(&s.gw.url("/team"), "mcp")),
+        ("origin only", s.iss.token(&s.gw.base, "mcp")),
+        (
+            "expired",
+            s.iss.token_with(|c| {
+                c["aud"] = json!(team);
+                c["scope"] = json!("mcp");
+                c["exp"] = json!(now - 120);
+            }),
+        ),
+        (
+            "not yet valid",
+            s.iss.token_with(|c| {
+                c["aud"] = json!(team);
+                c["scope"] = json!("mcp");
+                c["nbf"] = json!(now + 300);
+            }),
+        ),
+        (
+            "wrong issuer",
+            other_key.sign(&mcpgate_test_support::claims(
+                "https://evil.example",
+                &team,
+                "mcp",
+            )),
+        ),
+        (
+            "forged with same kid",
+            other_key.sign(&mcpgate_test_support::claims(&s.iss.url, &team, "mcp")),
+        ),
+        (
+            "alg none",
+            mcpgate_test_support::alg_none_token(&mcpgate_test_support::claims(
+                &s.iss.url, &team, "mcp",
+            )),
+        ),
+        (
+            "hmac with public key",
+            mcpgate_test_support::hs256_token(
+                "key-1",
+                &mcpgate_test_support::claims(&s.iss.url, &team, "mcp"),
+                s.iss.key.jwk.to_string().as_bytes(),
+            ),
+        ),
+        ("garbage", "not-a-token".into()),
+        (
+            "unknown api key",
+            format!("mcpg_0123456789abcdef_{}", "A".repeat(43)),
+        ),
+    ];
+    let unknown_kid = mcpgate_test_support::TestKey::es256("unknown-kid");
+    cases.push((
+        "unknown kid",
+        unknown_kid.sign(&mcpgate_test_support::claims(&s.iss.url, &team, "mcp")),
+    ));
+    let mut h = Header::new(Algorithm::ES256);
+    h.kid = Some("key-1".into());
+    h.jku = Some("http://127.0.0.1:1/jwks".into());
+    cases.push((
+        "jku pointing elsewhere",
+        other_key.sign_with_header(h, &mcpgate_test_support::claims(&s.iss.url, &team, "mcp")),
+    ));
+    for (name, token) in &cases {
+        let r = rpc(&team, Some(token), &call(7, "echo")).await;
+        assert_eq!(r.status(), 401, "{name}");
+        let ch = www_auth(&r);
+        assert!(
+            ch.starts_with("Bearer error=\"invalid_token\""),
+            "{name}: {ch}"
+        );
+        assert!(ch.contains("resource_metadata="), "{name}: {ch}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["id"], 7, "{name}");
+    }
+    assert!(s.up.seen().is_empty(), "upstream saw a refused request");
+}
+
+#[tokio::test]
+async fn rfc6750_2_3_token_in_query_string_is_refused() {
+    let s = Setup::new().await;
+    let url = format!("{}?access_token={}", s.team(), s.good_token());
+    let r = rpc(&url, None, &call(1, "echo")).await;
+    assert_eq!(r.status(), 400);
+    assert!(www_auth(&r).contains("error=\"invalid_request\""));
+    // Even alongside a valid header the query token is refused.
+    let r = rpc(&url, Some(&s.good_token()), &call(1, "echo")).await;
+    assert_eq!(r.status(), 400);
+    assert!(s.up.seen().is_empty());
+}
+
+#[tokio::test]
+async fn mcp_scope_step_up_names_every_needed_scope() {
+    let s = Setup::new().await;
+    let r = rpc(&s.team(), Some(&s.good_token()), &call(2, "write_note")).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        www_auth(&r),
+        format!(
+            "Bearer error=\"insufficient_scope\", scope=\"mcp notes:write\", resource_metadata=\"{}\"",
+            s.gw.url("/.well-known/oauth-protected-resource/team/mcp")
+        )
+    );
+    assert!(s.up.seen().is_empty());
+    // Without even the route scope: 403 naming the route scope.
+    let r = rpc(
+        &s.team(),
+        Some(&s.iss.token(&s.team(), "other")),
+        &call(3, "echo"),
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    assert!(www_auth(&r).contains("scope=\"mcp\""));
+    assert!(s.up.seen().is_empty());
+    // With the step-up scope it goes through.
+    let t = s.iss.token(&s.team(), "mcp notes:write");
+    let r = rpc(&s.team(), Some(&t), &call(4, "write_note")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.up.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn tools_list_is_filtered_json_and_sse() {
+    let s = Setup::new().await;
+    for mode in [ListMode::Json, ListMode::Sse] {
+        s.up.set_list_mode(mode);
+        let r = rpc(&s.team(), Some(&s.good_token()), &list(9)).await;
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        assert!(text.contains("\"echo\""), "{mode:?}: {text}");
+        assert!(text.contains("\"delete_all\""), "{mode:?}: {text}");
+        assert!(!text.contains("write_note"), "{mode:?}: {text}");
+        if mode == ListMode::Sse {
+            // Other events pass through unchanged.
+            assert!(text.starts_with("id: 1\ndata: \n\n"), "{text}");
+            assert!(text.contains("notifications/progress"), "{text}");
+        }
+        let t = s.iss.token(&s.team(), "mcp notes:write");
+        let text = rpc(&s.team(), Some(&t), &list(9))
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(text.contains("write_note"), "{mode:?}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn origin_not_allowed_is_403_and_same_origin_passes() {
+    let s = Setup::new().await;
+    let send = |origin: &'static str| {
+        let url = s.team();
+        let t = s.good_token();
+        async move {
+            client()
+                .post(url)
+                .bearer_auth(t)
+                .header("content-type", "application/json")
+                .header("origin", origin)
+                .body(call(1, "echo").to_string())
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = send("http://evil.example").await;
+    assert_eq!(r.status(), 403);
+    assert!(s.up.seen().is_empty());
+    let r = client()
+        .post(s.gw.url("/open"))
+        .header("content-type", "application/json")
+        .header("host", "evil.example.com")
+        .body(call(1, "echo").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        403,
+        "DNS rebinding: foreign Host on a loopback gateway"
+    );
+    let own = s.gw.base.clone();
+    let r = client()
+        .post(s.team())
+        .bearer_auth(s.good_token())
+        .header("content-type", "application/json")
+        .header("origin", own)
+        .body(call(1, "echo").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn limits_body_size_depth_parse_and_batches() {
+    let s = Setup::new().await;
+    let t = s.good_token();
+    let big = "x".repeat(5 * 1024 * 1024);
+    let r = client()
+        .post(s.team())
+        .bearer_auth(&t)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+
+    let r = client()
+        .post(s.team())
+        .bearer_auth(&t)
+        .header("content-type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","name":"write_note"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "duplicate key");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32700);
+    assert_eq!(body["id"], 5);
+
+    let deep = format!(
+        r#"{{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{{"name":"echo","arguments":{}1{}}}}}"#,
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    let r = client()
+        .post(s.team())
+        .bearer_auth(&t)
+        .header("content-type", "application/json")
+        .body(deep)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "nesting");
+    assert_eq!(r.json::<Value>().await.unwrap()["id"], 6);
+
+    let r = client()
+        .post(s.team())
+        .bearer_auth(&t)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32700);
+    assert_eq!(body["id"], Value::Null);
+
+    let r = rpc(
+        &s.team(),
+        Some(&t),
+        &json!([call(1, "echo"), call(2, "write_note")]),
+    )
+    .await;
+    assert_eq!(r.status(), 400, "batch under 2025-11-25");
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], -32600);
+    assert!(s.up.seen().is_empty());
+}
+
+#[tokio::test]
+async fn sep2243_header_body_mismatch_is_rejected_before_upstream() {
+    let s = Setup::new().await;
+    let t = s.iss.token(&s.team(), "mcp notes:write");
+    let body = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {
+        "name": "delete_all", "arguments": {},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let send = |name: &'static str| {
+        let (url, t, body) = (s.team(), t.clone(), body.clone());
+        async move {
+            client()
+                .post(url)
+                .bearer_auth(t)
+                .header("content-type", "application/json")
+                .header("mcp-protocol-version", "2026-07-28")
+                .header("mcp-method", "tools/call")
+                .header("mcp-name", name)
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for name in ["echo", "=?base64?ZWNobw==?="] {
+        let r = send(name).await;
+        assert_eq!(r.status(), 400, "{name}");
+        let b: Value = r.json().await.unwrap();
+        assert_eq!(b["error"]["code"], -32020);
+        assert_eq!(b["id"], 8);
+    }
+    assert!(s.up.seen().is_empty());
+    let r = send("=?base64?ZGVsZXRlX2FsbA==?=").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.up.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn rfc8725_unknown_kid_flood_fetches_jwks_a_bounded_number_of_times() {
+    let s = Setup::new().await;
+    // Warm the cache with one good request.
+    assert_eq!(
+        rpc(&s.team(), Some(&s.good_token()), &call(1, "echo"))
+            .await
+            .status(),
+        200
+    );
+    let before = s.iss.jwks_fetches.load(std::sync::atomic::Ordering::SeqCst);
+    for i in 0..25 {
+        let k = mcpgate_test_support::TestKey::es256(&format!("random-{i}"));
+        let t = k.sign(&mcpgate_test_support::claims(&s.iss.url, &s.team(), "mcp"));
+        assert_eq!(
+            rpc(&s.team(), Some(&t), &call(1, "echo")).await.status(),
+            401
+        );
+    }
+    let after = s.iss.jwks_fetches.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        after - before <= 1,
+        "{} fetches for 25 unknown kids",
+        after - before
+    );
+}
+
+#[tokio::test]
+async fn api_key_create_use_scope_route_and_revoke() {
+    let s = Setup::new().await;
+    let key = mcpgate_crypto::apikey::generate().unwrap();
+    let rec = mcpgate_store::ApiKeyRecord {
+        tenant_id: mcpgate_store::DEFAULT_TENANT.into(),
+        id: key.id.clone(),
+        name: "agent".into(),
+        route: "/team/mcp".into(),
+        scopes: vec!["mcp".into()],
+        secret_hash: key.hash.to_vec(),
+        created_at: 0,
+        expires_at: None,
+        revoked_at: None,
+    };
+    s.gw.store.insert_api_key(&rec).await.unwrap();
+    let k = std::str::from_utf8(key.key.expose()).unwrap().to_owned();
+    let r = rpc(&s.team(), Some(&k), &call(1, "echo")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        s.up.seen()[0].headers["x-mcp-subject"],
+        format!("apikey:{}", key.id)
+    );
+    assert!(s.up.seen()[0].headers.get("authorization").is_none());
+    // Scopes are enforced like a token's.
+    assert_eq!(
+        rpc(&s.team(), Some(&k), &call(2, "write_note"))
+            .await
+            .status(),
+        403
+    );
+    // Another route: refused.
+    let r = rpc(&s.gw.url("/other/mcp"), Some(&k), &call(3, "echo")).await;
+    assert_eq!(r.status(), 401);
+    // A tampered secret: refused.
+    let mut bad = k.clone();
+    bad.replace_range(bad.len() - 2.., "zz");
+    assert_eq!(
+        rpc(&s.team(), Some(&bad), &call(4, "echo")).await.status(),
+        401
+    );
+    // Revocation takes effect on the next request.
+    s.gw.store
+        .revoke_api_key(mcpgate_store::DEFAULT_TENANT, &key.id, 1)
+        .await
+        .unwrap();
+    let r = rpc(&s.team(), Some(&k), &call(5, "echo")).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(s.up.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn expired_api_key_is_refused() {
+    let s = Setup::new().await;
+    let key = mcpgate_crypto::apikey::generate().unwrap();
+    s.gw.store
+        .insert_api_key(&mcpgate_store::ApiKeyRecord {
+            tenant_id: mcpgate_store::DEFAULT_TENANT.into(),
+            id: key.id.clone(),
+            name: "old".into(),
+            route: "/team/mcp".into(),
+            scopes: vec!["mcp".into()],
+            secret_hash: key.hash.to_vec(),
+            created_at: 0,
+            expires_at: Some(1),
+            revoked_at: None,
+        })
+        .await
+        .unwrap();
+    let k = std::str::from_utf8(key.key.expose()).unwrap().to_owned();
+    let r = rpc(&s.team(), Some(&k), &call(1, "echo")).await;
+    assert_eq!(r.status(), 401);
+    assert!(www_auth(&r).contains("expired"));
+    assert!(s.up.seen().is_empty());
+}
+
+#[tokio::test]
+async fn sse_headers_arrive_before_first_event_and_disconnect_closes_upstream() {
+    let s = Setup::new().await;
+    let release = s.up.hold_next_stream();
+    let mut dropped = s.up.on_stream_dropped();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(10),
+        client()
+            .get(s.team())
+            .bearer_auth(s.good_token())
+            .header("accept", "text/event-stream")
+            .send(),
+    )
+    .await
+    .expect("headers must arrive while the upstream holds its first event")
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    assert_eq!(resp.headers()["x-accel-buffering"], "no");
+    release.send(()).unwrap();
+    let mut resp = resp;
+    let chunk = resp.chunk().await.unwrap().unwrap();
+    assert!(
+        std::str::from_utf8(&chunk)
+            .unwrap()
+            .contains("notifications/ping")
+    );
+    drop(resp);
+    tokio::time::timeout(Duration::from_secs(10), dropped.recv())
+        .await
+        .expect("upstream stream must close after the client disconnects")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn auth_none_route_forwards_without_identity_headers() {
+    let s = Setup::new().await;
+    let r = client()
+        .post(s.gw.url("/open"))
+        .header("content-type", "application/json")
+        .header("x-mcp-subject", "forged")
+        .body(call(1, "echo").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = s.up.seen();
+    assert!(seen[0].headers.get("x-mcp-subject").is_none());
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let s = Setup::new().await;
+    assert_eq!(
+        client()
+            .get(s.gw.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        client()
+            .get(s.gw.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
