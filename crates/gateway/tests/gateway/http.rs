@@ -1,16 +1,12 @@
-//! The gateway end to end on loopback: real HTTP, a real JWKS issuer, a
-//! recording upstream, real SQLite. Every refusal also checks that the
+//! Streamable HTTP routes end to end. Every refusal also checks that the
 //! upstream saw nothing.
-
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, Header};
 use serde_json::{Value, json};
-use support::*;
+
+use crate::support::*;
 
 struct Setup {
     iss: Issuer,
@@ -60,7 +56,7 @@ auth = "none"
     }
 }
 
-fn www_auth(r: &reqwest::Response) -> String {
+pub fn www_auth(r: &reqwest::Response) -> String {
     r.headers()
         .get("www-authenticate")
         .map(|v| v.to_str().unwrap().to_owned())

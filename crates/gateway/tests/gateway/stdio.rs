@@ -1,0 +1,267 @@
+//! stdio routes: one child per principal and session, crash handling,
+//! idle reaping, era negotiation.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// The example server, built next to this test binary.
+fn echo_server() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let p = dir.join("mcpgate-echo-server");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p mcpgate-echo-server` first (scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+async fn setup(command: &[String], extra: &str) -> (Issuer, Gw) {
+    let iss = Issuer::start().await;
+    let cmd = serde_json::to_string(command).unwrap();
+    let gw = Gw::start(&format!(
+        r#"
+[[trusted_issuers]]
+issuer = "{}"
+
+[[routes]]
+path = "/mcp"
+upstream_command = {cmd}
+scopes = ["mcp"]
+{extra}
+[routes.tool_scopes]
+write_note = ["notes:write"]
+"#,
+        iss.url
+    ))
+    .await;
+    (iss, gw)
+}
+
+fn initialize(id: u64) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "test", "version": "1"}}})
+}
+
+async fn session_rpc(url: &str, token: &str, sid: Option<&str>, body: &Value) -> reqwest::Response {
+    let mut r = client()
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(body.to_string());
+    if let Some(s) = sid {
+        r = r.header("mcp-session-id", s);
+    }
+    r.send().await.unwrap()
+}
+
+async fn start_session(url: &str, token: &str) -> String {
+    let r = session_rpc(url, token, None, &initialize(1)).await;
+    assert_eq!(r.status(), 200);
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["result"]["serverInfo"]["name"], "mcpgate-echo-server");
+    let r = session_rpc(
+        url,
+        token,
+        Some(&sid),
+        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    sid
+}
+
+fn text_of(v: &Value) -> String {
+    v["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn stdio_session_lists_filtered_tools_and_calls_as_the_principal() {
+    let (iss, gw) = setup(&[echo_server().display().to_string()], "").await;
+    let url = gw.url("/mcp");
+    let token = iss.token(&url, "mcp");
+    let sid = start_session(&url, &token).await;
+    let tools: Value = session_rpc(&url, &token, Some(&sid), &list(2))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = tools["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"echo"), "{names:?}");
+    assert!(!names.contains(&"write_note"), "{names:?}");
+    let who: Value = session_rpc(&url, &token, Some(&sid), &call(3, "whoami"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(text_of(&who), "alice");
+    let r = session_rpc(&url, &token, Some(&sid), &call(4, "write_note")).await;
+    assert_eq!(r.status(), 403);
+    // A request without a session is refused (400), an unknown one 404.
+    assert_eq!(
+        session_rpc(&url, &token, None, &list(5)).await.status(),
+        400
+    );
+    assert_eq!(
+        session_rpc(&url, &token, Some("nope"), &list(6))
+            .await
+            .status(),
+        404
+    );
+    // DELETE ends the session.
+    let r = client()
+        .delete(&url)
+        .bearer_auth(&token)
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        session_rpc(&url, &token, Some(&sid), &list(7))
+            .await
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn stdio_child_is_never_shared_between_principals() {
+    let (iss, gw) = setup(&[echo_server().display().to_string()], "").await;
+    let url = gw.url("/mcp");
+    let alice = iss.token(&url, "mcp");
+    let bob = iss.token_with(|c| {
+        c["aud"] = json!(url);
+        c["scope"] = json!("mcp");
+        c["sub"] = json!("bob");
+    });
+    let alice_sid = start_session(&url, &alice).await;
+    // Bob presenting Alice's session id gets 404, never her child.
+    assert_eq!(
+        session_rpc(&url, &bob, Some(&alice_sid), &call(2, "whoami"))
+            .await
+            .status(),
+        404
+    );
+    let bob_sid = start_session(&url, &bob).await;
+    assert_ne!(alice_sid, bob_sid);
+    let who: Value = session_rpc(&url, &bob, Some(&bob_sid), &call(3, "whoami"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(text_of(&who), "bob");
+    let who: Value = session_rpc(&url, &alice, Some(&alice_sid), &call(4, "whoami"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(text_of(&who), "alice");
+}
+
+#[tokio::test]
+async fn stdio_crash_fails_in_flight_request_at_once_and_next_starts_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let starts = dir.path().join("starts");
+    let script = format!("echo started >> '{}'; read line; exit 3", starts.display());
+    let (iss, gw) = setup(&["sh".into(), "-c".into(), script], "").await;
+    let url = gw.url("/mcp");
+    let token = iss.token(&url, "mcp");
+    for n in 1..=2 {
+        // The default upstream timeout is minutes: an answer within the
+        // bound below means the crash, not a timeout, ended the request.
+        let r = tokio::time::timeout(
+            Duration::from_secs(20),
+            session_rpc(&url, &token, None, &initialize(10 + n)),
+        )
+        .await
+        .expect("a crashed child must not leave the request hanging");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["id"], 10 + n);
+        assert_eq!(body["error"]["code"], -31002, "{body}");
+        let lines = std::fs::read_to_string(&starts).unwrap().lines().count();
+        assert_eq!(lines as u64, n, "a fresh child per attempt");
+    }
+}
+
+#[tokio::test]
+async fn stdio_idle_child_is_reaped_and_session_ends() {
+    let (iss, gw) = setup(
+        &[echo_server().display().to_string()],
+        "stdio_idle_timeout_secs = 1",
+    )
+    .await;
+    let url = gw.url("/mcp");
+    let token = iss.token(&url, "mcp");
+    let sid = start_session(&url, &token).await;
+    let route = gw.gateway.routes.get("/mcp").unwrap();
+    let mcpgate_gateway::route::UpstreamRuntime::Stdio(up) = &route.upstream else {
+        panic!("stdio route");
+    };
+    assert_eq!(up.children(), 1);
+    let mut reaped = false;
+    for _ in 0..100 {
+        if up.children() == 0 {
+            reaped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reaped, "idle child was not reaped");
+    assert_eq!(
+        session_rpc(&url, &token, Some(&sid), &list(2))
+            .await
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn stdio_modern_request_gets_unsupported_version_naming_legacy_versions() {
+    let (iss, gw) = setup(&[echo_server().display().to_string()], "").await;
+    let url = gw.url("/mcp");
+    let token = iss.token(&url, "mcp");
+    let r = client()
+        .post(&url)
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "server/discover")
+        .body(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {}}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["id"], 1);
+    assert_eq!(b["error"]["code"], -32022);
+    assert_eq!(b["error"]["data"]["requested"], "2026-07-28");
+    assert!(
+        b["error"]["data"]["supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("2025-11-25"))
+    );
+}
