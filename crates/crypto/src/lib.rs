@@ -15,6 +15,7 @@
 pub mod apikey;
 pub mod jwt;
 pub mod secret;
+pub mod session;
 
 use aws_lc_rs::rand::SecureRandom as _;
 

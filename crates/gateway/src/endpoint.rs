@@ -200,22 +200,48 @@ async fn run(
     match &route.upstream {
         UpstreamRuntime::Http(up) => {
             let authenticated = route.config.auth == AuthMode::Oauth;
+            // Sessions of authenticated routes are bound to the principal:
+            // the client holds `<upstream id>.<tag>`, the upstream its own id.
+            let owner = principal.partition_key();
+            let mut headers = parts.headers;
+            if authenticated && let Some(presented) = headers.get(mcp::HEADER_SESSION_ID) {
+                let upstream_id = presented
+                    .to_str()
+                    .ok()
+                    .and_then(|p| gw.sessions.unwrap(&owner, &route.config.path, p))
+                    .and_then(|id| http::HeaderValue::from_str(id).ok())
+                    .ok_or(Reject::SessionNotFound)?;
+                headers.insert(mcp::HEADER_SESSION_ID, upstream_id);
+            }
             let identity = Identity {
                 headers: &gw.config.identity_headers,
                 subject: authenticated.then_some(principal.subject.as_str()),
                 client_id: principal.client_id.as_deref().filter(|_| authenticated),
                 scopes: authenticated.then_some(scopes_str),
             };
-            up.forward(
-                parts.method,
-                &parts.headers,
-                body,
-                &identity,
-                filter,
-                &gw.metrics,
-                &route.config.path,
-            )
-            .await
+            let mut resp = up
+                .forward(
+                    parts.method,
+                    &headers,
+                    body,
+                    &identity,
+                    filter,
+                    &gw.metrics,
+                    &route.config.path,
+                )
+                .await?;
+            if authenticated && let Some(sid) = resp.headers().get(mcp::HEADER_SESSION_ID) {
+                let wrapped = sid
+                    .to_str()
+                    .ok()
+                    .map(|s| gw.sessions.wrap(&owner, &route.config.path, s))
+                    .and_then(|w| http::HeaderValue::from_str(&w).ok())
+                    .ok_or_else(|| {
+                        Reject::Upstream("upstream session id is not visible ASCII".into())
+                    })?;
+                resp.headers_mut().insert(mcp::HEADER_SESSION_ID, wrapped);
+            }
+            Ok(resp)
         }
         UpstreamRuntime::Stdio(up) => {
             let session = header_str(&parts.headers, mcp::HEADER_SESSION_ID);

@@ -50,6 +50,8 @@ pub struct Gateway {
     pub hierarchy: ScopeHierarchy,
     pub metrics: Arc<Metrics>,
     pub store: Arc<dyn Store>,
+    /// Binds upstream session ids to principals (HTTP routes with auth).
+    pub sessions: mcpgate_crypto::session::SessionBinder,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,8 @@ pub enum BuildError {
     Route(#[from] route::RouteError),
     #[error("cannot build HTTP client: {0}")]
     Client(String),
+    #[error(transparent)]
+    Random(#[from] mcpgate_crypto::Unspecified),
 }
 
 impl Gateway {
@@ -87,6 +91,7 @@ impl Gateway {
             hierarchy,
             metrics,
             store,
+            sessions: mcpgate_crypto::session::SessionBinder::random()?,
         }))
     }
 

@@ -626,3 +626,41 @@ async fn health_and_readiness() {
         200
     );
 }
+
+#[tokio::test]
+async fn upstream_session_is_bound_to_its_principal() {
+    let s = Setup::new().await;
+    let alice = s.good_token();
+    let bob = s.iss.token_with(|c| {
+        c["aud"] = json!(s.team());
+        c["scope"] = json!("mcp");
+        c["sub"] = json!("bob");
+    });
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}});
+    let r = rpc(&s.team(), Some(&alice), &init).await;
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    assert!(sid.starts_with("up-session-1."), "{sid}");
+    let with_sid = |token: String, sid: String| {
+        let url = s.team();
+        async move {
+            client()
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .header("mcp-session-id", sid)
+                .body(call(2, "echo").to_string())
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(with_sid(alice.clone(), sid.clone()).await.status(), 200);
+    assert_eq!(s.up.seen()[1].headers["mcp-session-id"], "up-session-1");
+    // Bob with Alice's session id, or anyone with the bare upstream id: 404,
+    // and the upstream sees nothing.
+    let r = with_sid(bob, sid.clone()).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["id"], 2);
+    assert_eq!(with_sid(alice, "up-session-1".into()).await.status(), 404);
+    assert_eq!(s.up.seen().len(), 2);
+}

@@ -226,6 +226,14 @@ async fn upstream_handler(
         _ => json!({}),
     };
     let reply = json!({"jsonrpc": "2.0", "id": id, "result": result});
+    if m == "initialize" {
+        let mut r = axum::Json(reply).into_response();
+        r.headers_mut().insert(
+            "mcp-session-id",
+            http::HeaderValue::from_static("up-session-1"),
+        );
+        return r;
+    }
     if m == "tools/list" && *st.list_mode.lock().unwrap() == ListMode::Sse {
         let body = format!(
             "id: 1\ndata: \n\nevent: message\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{{\"progress\":1}}}}\n\nevent: message\ndata: {reply}\n\n"

@@ -1,0 +1,403 @@
+//! Results: per-round numbers, the median table, the derived comparisons
+//! and their verdicts against the issue's targets, as text or JSON.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::proc::Memory;
+
+/// mcpgate's throughput must be at least this share of nginx's.
+pub const MIN_THROUGHPUT_PCT: f64 = 80.0;
+/// mcpgate's added p50 may be at most this multiple of nginx's.
+pub const MAX_ADDED_P50_RATIO: f64 = 1.5;
+/// RSS with the requested idle SSE streams must stay under this.
+pub const MAX_SSE_RSS_BYTES: f64 = 200e6;
+
+/// One target in one round.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunStats {
+    pub target: &'static str,
+    pub round: usize,
+    pub req_per_sec: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub ok: u64,
+    pub errors: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
+    /// CPU time of the proxy processes per request (none for direct).
+    pub proxy_cpu_us_per_req: Option<f64>,
+    pub upstream_cpu_us_per_req: f64,
+    /// The load generator's own CPU time per request.
+    pub client_cpu_us_per_req: f64,
+}
+
+/// The median over rounds of each metric of one target; errors are summed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub target: &'static str,
+    pub req_per_sec: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub errors: u64,
+    pub proxy_cpu_us_per_req: Option<f64>,
+    pub upstream_cpu_us_per_req: f64,
+    pub client_cpu_us_per_req: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SseStats {
+    pub requested: usize,
+    pub opened: usize,
+    /// Why fewer than requested were opened, if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limited_by: Option<String>,
+    pub baseline: Memory,
+    pub baseline_fds: u64,
+    /// (streams open, memory) after each batch.
+    pub checkpoints: Vec<(usize, Memory)>,
+    pub at_end: Memory,
+    pub fds_at_end: u64,
+    pub fd_soft_limit: u64,
+    pub kib_per_stream: f64,
+    /// RSS at `requested` streams: measured if all opened, else baseline +
+    /// kib_per_stream × requested.
+    pub rss_kib_at_requested: f64,
+    pub projected: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Setup {
+    pub connections: usize,
+    pub duration_secs: f64,
+    pub warmup_secs: f64,
+    pub rounds: usize,
+    pub proxy_workers: usize,
+    pub upstream_threads: usize,
+    pub client_threads: usize,
+    pub cpus: usize,
+    pub nginx_version: String,
+    pub fd_limit: (Option<u64>, Option<u64>),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdicts {
+    pub throughput_pct_of_nginx: Option<f64>,
+    pub added_p50_ms_nginx: Option<f64>,
+    pub added_p50_ms_mcpgate: Option<f64>,
+    pub added_p50_ratio: Option<f64>,
+    pub throughput_pass: Option<bool>,
+    pub latency_pass: Option<bool>,
+    pub sse_rss_pass: Option<bool>,
+    /// False if any request failed: the load numbers are then not valid.
+    pub valid: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub setup: Setup,
+    pub runs: Vec<RunStats>,
+    pub summary: Vec<Summary>,
+    pub sse: Option<SseStats>,
+    pub verdicts: Verdicts,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| !x.is_nan());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+impl Report {
+    pub fn new(setup: Setup, runs: Vec<RunStats>, sse: Option<SseStats>) -> Self {
+        let mut summary = Vec::new();
+        for target in ["direct", "nginx", "mcpgate"] {
+            let rs: Vec<&RunStats> = runs.iter().filter(|r| r.target == target).collect();
+            if rs.is_empty() {
+                continue;
+            }
+            let m = |f: fn(&RunStats) -> f64| median(rs.iter().map(|r| f(r)).collect());
+            summary.push(Summary {
+                target,
+                req_per_sec: m(|r| r.req_per_sec),
+                p50_ms: m(|r| r.p50_ms),
+                p90_ms: m(|r| r.p90_ms),
+                p99_ms: m(|r| r.p99_ms),
+                errors: rs.iter().map(|r| r.errors).sum(),
+                proxy_cpu_us_per_req: rs
+                    .iter()
+                    .all(|r| r.proxy_cpu_us_per_req.is_some())
+                    .then(|| m(|r| r.proxy_cpu_us_per_req.unwrap_or(f64::NAN))),
+                upstream_cpu_us_per_req: m(|r| r.upstream_cpu_us_per_req),
+                client_cpu_us_per_req: m(|r| r.client_cpu_us_per_req),
+            });
+        }
+        let get = |t: &str| summary.iter().find(|s| s.target == t);
+        let (direct, nginx, gw) = (get("direct"), get("nginx"), get("mcpgate"));
+        let throughput_pct = nginx
+            .zip(gw)
+            .map(|(n, g)| 100.0 * g.req_per_sec / n.req_per_sec);
+        let added = |t: Option<&Summary>| direct.zip(t).map(|(d, t)| t.p50_ms - d.p50_ms);
+        let (added_nginx, added_gw) = (added(nginx), added(gw));
+        let ratio = added_nginx
+            .zip(added_gw)
+            .filter(|(n, _)| *n > 0.0)
+            .map(|(n, g)| g / n);
+        let latency_pass = added_nginx.zip(added_gw).map(|(n, g)| {
+            if n > 0.0 {
+                g / n <= MAX_ADDED_P50_RATIO
+            } else {
+                // nginx added nothing measurable: only nothing matches it.
+                g <= 0.0
+            }
+        });
+        let verdicts = Verdicts {
+            throughput_pct_of_nginx: throughput_pct,
+            added_p50_ms_nginx: added_nginx,
+            added_p50_ms_mcpgate: added_gw,
+            added_p50_ratio: ratio,
+            throughput_pass: throughput_pct.map(|p| p >= MIN_THROUGHPUT_PCT),
+            latency_pass,
+            sse_rss_pass: sse
+                .as_ref()
+                .map(|s| s.rss_kib_at_requested * 1024.0 < MAX_SSE_RSS_BYTES),
+            valid: runs.iter().all(|r| r.errors == 0),
+        };
+        Self {
+            setup,
+            runs,
+            summary,
+            sse,
+            verdicts,
+        }
+    }
+
+    /// Every target checked passed and no request failed.
+    pub fn passed(&self) -> bool {
+        let v = &self.verdicts;
+        v.valid
+            && [v.throughput_pass, v.latency_pass, v.sse_rss_pass]
+                .iter()
+                .all(|p| p.unwrap_or(true))
+    }
+
+    pub fn text(&self) -> String {
+        let mut o = String::new();
+        let s = &self.setup;
+        let _ = writeln!(
+            o,
+            "mcpgate-bench: tools/call, {} connections, {:.0}s measured (+{:.0}s warm-up) x {} rounds, median shown",
+            s.connections, s.duration_secs, s.warmup_secs, s.rounds
+        );
+        let _ = writeln!(
+            o,
+            "  {} CPUs; proxies get {} worker(s) each (nginx worker_processes, mcpgate TOKIO_WORKER_THREADS); \
+             upstream {} thread(s), load generator {} thread(s); {}",
+            s.cpus, s.proxy_workers, s.upstream_threads, s.client_threads, s.nginx_version
+        );
+        if !self.summary.is_empty() {
+            let _ = writeln!(o);
+            let _ = writeln!(
+                o,
+                "{:<9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>13}",
+                "target", "req/s", "p50", "p90", "p99", "errors", "proxy CPU/req"
+            );
+            for t in &self.summary {
+                let cpu = t
+                    .proxy_cpu_us_per_req
+                    .map_or_else(|| "-".to_owned(), |c| format!("{c:.1} µs"));
+                let _ = writeln!(
+                    o,
+                    "{:<9} {:>9.0} {:>7.3}ms {:>7.3}ms {:>7.3}ms {:>7} {:>13}",
+                    t.target, t.req_per_sec, t.p50_ms, t.p90_ms, t.p99_ms, t.errors, cpu
+                );
+            }
+            let _ = writeln!(o);
+            let v = &self.verdicts;
+            let verdict = |p: Option<bool>| match p {
+                Some(true) => "PASS",
+                Some(false) => "FAIL",
+                None => "n/a",
+            };
+            if let Some(p) = v.throughput_pct_of_nginx {
+                let _ = writeln!(
+                    o,
+                    "mcpgate throughput: {p:.1} % of nginx (target >= {MIN_THROUGHPUT_PCT:.0} %)  {}",
+                    verdict(v.throughput_pass)
+                );
+            }
+            if let (Some(n), Some(g)) = (v.added_p50_ms_nginx, v.added_p50_ms_mcpgate) {
+                let ratio = v
+                    .added_p50_ratio
+                    .map_or_else(|| "n/a".to_owned(), |r| format!("{r:.2}x"));
+                let _ = writeln!(
+                    o,
+                    "added p50 over direct: nginx {n:+.3} ms, mcpgate {g:+.3} ms, ratio {ratio} (target <= {MAX_ADDED_P50_RATIO}x)  {}",
+                    verdict(v.latency_pass)
+                );
+            }
+            if !v.valid {
+                let _ = writeln!(o, "INVALID RUN: requests failed:");
+                for r in self.runs.iter().filter(|r| r.errors > 0) {
+                    let _ = writeln!(
+                        o,
+                        "  {} round {}: {} errors, first: {}",
+                        r.target,
+                        r.round,
+                        r.errors,
+                        r.first_error.as_deref().unwrap_or("?")
+                    );
+                }
+            }
+            let _ = writeln!(o, "\nper round (req/s, p50 ms):");
+            for t in ["direct", "nginx", "mcpgate"] {
+                let line: Vec<String> = self
+                    .runs
+                    .iter()
+                    .filter(|r| r.target == t)
+                    .map(|r| format!("{:.0} / {:.3}", r.req_per_sec, r.p50_ms))
+                    .collect();
+                if !line.is_empty() {
+                    let _ = writeln!(o, "  {t:<8} {}", line.join("   "));
+                }
+            }
+            let _ = writeln!(
+                o,
+                "CPU per request (median, µs): proxy / upstream / load generator"
+            );
+            for t in &self.summary {
+                let _ = writeln!(
+                    o,
+                    "  {:<8} {} / {:.1} / {:.1}",
+                    t.target,
+                    t.proxy_cpu_us_per_req
+                        .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}")),
+                    t.upstream_cpu_us_per_req,
+                    t.client_cpu_us_per_req
+                );
+            }
+        }
+        if let Some(sse) = &self.sse {
+            let mb = |kib: f64| kib * 1024.0 / 1e6;
+            let _ = writeln!(o);
+            let _ = writeln!(
+                o,
+                "idle SSE streams through mcpgate: {} of {} requested open (each 200 text/event-stream)",
+                sse.opened, sse.requested
+            );
+            if let Some(why) = &sse.limited_by {
+                let _ = writeln!(o, "  limited by: {why}");
+            }
+            let _ = writeln!(
+                o,
+                "  mcpgate RSS: baseline {:.1} MB ({} fds) -> {:.1} MB with {} streams ({} fds, {} threads), {:.1} KiB/stream",
+                mb(sse.baseline.rss_kib as f64),
+                sse.baseline_fds,
+                mb(sse.at_end.rss_kib as f64),
+                sse.opened,
+                sse.fds_at_end,
+                sse.at_end.threads,
+                sse.kib_per_stream
+            );
+            let pts: Vec<String> = sse
+                .checkpoints
+                .iter()
+                .map(|(n, m)| format!("{n}: {:.1} MB", mb(m.rss_kib as f64)))
+                .collect();
+            let _ = writeln!(o, "  checkpoints: {}", pts.join(", "));
+            let _ = writeln!(
+                o,
+                "  RSS at {} streams: {:.1} MB{} (target < {:.0} MB)  {}",
+                sse.requested,
+                mb(sse.rss_kib_at_requested),
+                if sse.projected {
+                    " (projected from the per-stream slope)"
+                } else {
+                    ""
+                },
+                MAX_SSE_RSS_BYTES / 1e6,
+                match self.verdicts.sse_rss_pass {
+                    Some(true) => "PASS",
+                    Some(false) => "FAIL",
+                    None => "n/a",
+                }
+            );
+        }
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(target: &'static str, round: usize, rps: f64, p50: f64) -> RunStats {
+        RunStats {
+            target,
+            round,
+            req_per_sec: rps,
+            p50_ms: p50,
+            p90_ms: p50,
+            p99_ms: p50,
+            ok: 1,
+            errors: 0,
+            first_error: None,
+            proxy_cpu_us_per_req: None,
+            upstream_cpu_us_per_req: 0.0,
+            client_cpu_us_per_req: 0.0,
+        }
+    }
+
+    fn setup() -> Setup {
+        Setup {
+            connections: 32,
+            duration_secs: 10.0,
+            warmup_secs: 2.0,
+            rounds: 3,
+            proxy_workers: 1,
+            upstream_threads: 1,
+            client_threads: 1,
+            cpus: 2,
+            nginx_version: String::new(),
+            fd_limit: (None, None),
+        }
+    }
+
+    #[test]
+    fn medians_and_verdicts() {
+        let runs = vec![
+            run("direct", 1, 100.0, 1.0),
+            run("direct", 2, 300.0, 1.0),
+            run("direct", 3, 200.0, 1.0),
+            run("nginx", 1, 100.0, 2.0),
+            run("mcpgate", 1, 85.0, 2.4),
+        ];
+        let r = Report::new(setup(), runs, None);
+        assert_eq!(r.summary[0].req_per_sec, 200.0);
+        let v = &r.verdicts;
+        assert_eq!(v.throughput_pass, Some(true));
+        assert!((v.added_p50_ratio.unwrap() - 1.4).abs() < 1e-9);
+        assert_eq!(v.latency_pass, Some(true));
+        assert!(r.passed());
+    }
+
+    #[test]
+    fn errors_make_the_run_fail() {
+        let mut bad = run("mcpgate", 1, 100.0, 1.0);
+        bad.errors = 1;
+        let r = Report::new(setup(), vec![run("nginx", 1, 100.0, 1.0), bad], None);
+        assert!(!r.verdicts.valid);
+        assert!(!r.passed());
+    }
+}

@@ -1,0 +1,557 @@
+//! One benchmark run: start the upstream, the issuer, mcpgate and nginx,
+//! measure the three targets in rotated order per round, then open the idle
+//! SSE streams through a fresh mcpgate, and report.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use tokio::io::AsyncBufReadExt as _;
+
+use crate::RunArgs;
+use crate::issuer::Issuer;
+use crate::load::{self, TOOLS_CALL, Target};
+use crate::proc::{self, Child};
+use crate::report::{Report, RunStats, Setup, SseStats};
+use crate::sse;
+
+/// The route every target serves (the upstream ignores the path).
+const ROUTE: &str = "/mcp";
+/// File descriptors kept free in a process besides two per stream.
+const FD_MARGIN: u64 = 64;
+
+pub fn main(args: RunArgs) -> anyhow::Result<bool> {
+    let fd_limit = proc::raise_nofile_limit();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads.max(1))
+        .enable_all()
+        .build()
+        .context("starting the load generator's runtime")?;
+    rt.block_on(run(args, fd_limit))
+}
+
+macro_rules! progress {
+    ($($t:tt)*) => { eprintln!("[mcpgate-bench] {}", format_args!($($t)*)) };
+}
+
+async fn run(args: RunArgs, fd_limit: (Option<u64>, Option<u64>)) -> anyhow::Result<bool> {
+    let mcpgate = match &args.mcpgate {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the bench binary has no directory")?
+            .join("mcpgate"),
+    };
+    if !mcpgate.is_file() {
+        bail!(
+            "no mcpgate binary at {mcpgate:?}: build it with `cargo build --release -p mcpgate` \
+             (same CARGO_TARGET_DIR) or pass --mcpgate PATH"
+        );
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("mcpgate-bench-")
+        .tempdir()
+        .context("creating the temporary directory")?;
+    let dir = tmp.path().to_owned();
+    progress!("working directory {}", dir.display());
+
+    let (mut upstream, upstream_addr) = start_upstream(&args, &dir).await?;
+    progress!("upstream on {upstream_addr} (pid {})", upstream.pid());
+    let issuer = Issuer::start().await?;
+    progress!("issuer {} (JWKS {})", issuer.issuer, issuer.jwks_uri);
+
+    let nginx_version = if args.skip_load {
+        String::new()
+    } else {
+        nginx_version(&args.nginx).await?
+    };
+    let setup = Setup {
+        connections: args.connections,
+        duration_secs: args.duration.as_secs_f64(),
+        warmup_secs: args.warmup.as_secs_f64(),
+        rounds: args.rounds,
+        proxy_workers: args.workers,
+        upstream_threads: args.upstream_threads,
+        client_threads: args.client_threads,
+        cpus: std::thread::available_parallelism().map_or(0, usize::from),
+        nginx_version,
+        fd_limit,
+    };
+
+    let runs = if args.skip_load {
+        Vec::new()
+    } else {
+        load_phase(&args, &dir, &mcpgate, &issuer, &mut upstream, upstream_addr).await?
+    };
+    let sse = if args.sse_streams > 0 {
+        Some(sse_phase(&args, &dir, &mcpgate, &issuer, &mut upstream, upstream_addr).await?)
+    } else {
+        None
+    };
+    upstream.stop(Duration::from_secs(2)).await;
+
+    let report = Report::new(setup, runs, sse);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    if args.keep_tmp {
+        let kept = tmp.keep();
+        progress!("kept {}", kept.display());
+    }
+    Ok(report.passed())
+}
+
+async fn load_phase(
+    args: &RunArgs,
+    dir: &Path,
+    mcpgate: &Path,
+    issuer: &Issuer,
+    upstream: &mut Child,
+    upstream_addr: SocketAddr,
+) -> anyhow::Result<Vec<RunStats>> {
+    let mut gw =
+        Gateway::start(mcpgate, dir, "gateway", issuer, upstream_addr, args.workers).await?;
+    let mut nginx = start_nginx(args, dir, upstream_addr).await?;
+    progress!(
+        "mcpgate on {} (pid {}), nginx on {} (pid {}), {} worker(s) each",
+        gw.addr,
+        gw.child.pid(),
+        nginx.1,
+        nginx.0.pid(),
+        args.workers
+    );
+    let targets = [
+        Target {
+            name: "direct",
+            addr: upstream_addr,
+            path: ROUTE.into(),
+            bearer: None,
+        },
+        Target {
+            name: "nginx",
+            addr: nginx.1,
+            path: ROUTE.into(),
+            bearer: None,
+        },
+        Target {
+            name: "mcpgate",
+            addr: gw.addr,
+            path: ROUTE.into(),
+            bearer: Some(issuer.mint(&gw.resource, "mcp")),
+        },
+    ];
+    for t in &targets {
+        smoke(t).await?;
+    }
+    // The gateway really authenticates: no token, no call.
+    let anonymous = Target {
+        bearer: None,
+        ..targets[2].clone()
+    };
+    let (status, _) = post(&anonymous).await?;
+    if status != StatusCode::UNAUTHORIZED {
+        bail!("mcpgate answered {status} to a tools/call without a token; expected 401");
+    }
+
+    let mut runs = Vec::new();
+    for round in 0..args.rounds {
+        for k in 0..targets.len() {
+            // Rotate the order so no target always runs first or last.
+            let t = &targets[(round + k) % targets.len()];
+            let proxy_pid = match t.name {
+                "nginx" => Some(nginx.0.pid()),
+                "mcpgate" => Some(gw.child.pid()),
+                _ => None,
+            };
+            let stats = measure(args, t, round + 1, proxy_pid, upstream.pid()).await?;
+            progress!(
+                "round {}/{} {:<7}: {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}",
+                round + 1,
+                args.rounds,
+                t.name,
+                stats.req_per_sec,
+                stats.p50_ms,
+                stats.p99_ms,
+                stats.errors
+            );
+            runs.push(stats);
+            upstream.check_alive()?;
+            nginx.0.check_alive()?;
+            gw.child.check_alive()?;
+        }
+    }
+    nginx.0.stop(Duration::from_secs(5)).await;
+    gw.child.stop(Duration::from_secs(5)).await;
+    Ok(runs)
+}
+
+/// One measured run of one target, with the CPU time its processes spent
+/// inside the measured window.
+async fn measure(
+    args: &RunArgs,
+    t: &Target,
+    round: usize,
+    proxy_pid: Option<u32>,
+    upstream_pid: u32,
+) -> anyhow::Result<RunStats> {
+    let start = Instant::now() + args.warmup;
+    let end = start + args.duration;
+    let me = std::process::id();
+    let sample = move || {
+        (
+            proxy_pid.map(proc::cpu_secs_tree),
+            proc::cpu_secs_tree(upstream_pid),
+            proc::cpu_secs_tree(me),
+        )
+    };
+    let sampler = tokio::spawn(async move {
+        tokio::time::sleep_until(start.into()).await;
+        let a = sample();
+        tokio::time::sleep_until(end.into()).await;
+        (a, sample())
+    });
+    let r = load::run(t, args.connections, start, end).await?;
+    let ((p0, u0, c0), (p1, u1, c1)) = sampler.await?;
+    let per_req = |a: f64, b: f64| (b - a) * 1e6 / r.ok.max(1) as f64;
+    Ok(RunStats {
+        target: t.name,
+        round,
+        req_per_sec: r.req_per_sec(),
+        p50_ms: r.percentile_ms(50.0),
+        p90_ms: r.percentile_ms(90.0),
+        p99_ms: r.percentile_ms(99.0),
+        ok: r.ok,
+        errors: r.errors,
+        first_error: r.first_error.clone(),
+        proxy_cpu_us_per_req: p0.zip(p1).map(|(a, b)| per_req(a, b)),
+        upstream_cpu_us_per_req: per_req(u0, u1),
+        client_cpu_us_per_req: per_req(c0, c1),
+    })
+}
+
+async fn sse_phase(
+    args: &RunArgs,
+    dir: &Path,
+    mcpgate: &Path,
+    issuer: &Issuer,
+    upstream: &mut Child,
+    upstream_addr: SocketAddr,
+) -> anyhow::Result<SseStats> {
+    // A fresh gateway, so the memory measured is the streams' and not
+    // what the load phase left in the allocator.
+    let mut gw = Gateway::start(
+        mcpgate,
+        dir,
+        "gateway-sse",
+        issuer,
+        upstream_addr,
+        args.workers,
+    )
+    .await?;
+    let token = issuer.mint(&gw.resource, "mcp");
+    let target = Target {
+        name: "mcpgate",
+        addr: gw.addr,
+        path: ROUTE.into(),
+        bearer: Some(token.clone()),
+    };
+    // One call first: keys fetched and the token verified, as on a gateway
+    // that has seen traffic.
+    smoke(&target).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = gw.child.pid();
+    let baseline = proc::memory(pid)?;
+    let (baseline_fds, soft) = proc::fds(pid)?;
+
+    // Each stream costs the gateway two sockets (client and upstream side),
+    // and this process and the upstream one each.
+    let gw_budget = soft.saturating_sub(baseline_fds + FD_MARGIN) / 2;
+    let (my_open, my_soft) = proc::fds(std::process::id())?;
+    let my_budget = my_soft.saturating_sub(my_open + FD_MARGIN);
+    let (up_open, up_soft) = proc::fds(upstream.pid())?;
+    let up_budget = up_soft.saturating_sub(up_open + FD_MARGIN);
+    let requested = args.sse_streams;
+    let budget = gw_budget.min(my_budget).min(up_budget) as usize;
+    let n = requested.min(budget);
+    let limited_by = (n < requested).then(|| {
+        format!(
+            "RLIMIT_NOFILE: mcpgate's soft limit is {soft} with {baseline_fds} fds open at rest and \
+             needs 2 per stream (client + upstream socket), so at most {gw_budget} streams fit \
+             (this process: {my_budget}, upstream: {up_budget}); the hard limit can only be raised \
+             with CAP_SYS_RESOURCE, so the RSS at {requested} is projected from the measured slope"
+        )
+    });
+    if let Some(why) = &limited_by {
+        progress!("{why}");
+    }
+    progress!(
+        "opening {n} idle SSE streams through mcpgate (baseline RSS {} KiB, {baseline_fds} fds)",
+        baseline.rss_kib
+    );
+
+    let mut streams = Vec::with_capacity(n);
+    let mut checkpoints = Vec::new();
+    let batches = 4;
+    let started = Instant::now();
+    for b in 0..batches {
+        let upto = n * (b + 1) / batches;
+        let batch = upto - streams.len();
+        let opened = sse::open(gw.addr, ROUTE, &token, batch)
+            .await
+            .with_context(|| format!("opening SSE streams {}..{upto}", streams.len()))?;
+        streams.extend(opened);
+        gw.child.check_alive()?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let m = proc::memory(pid)?;
+        progress!("  {upto} streams open: RSS {} KiB", m.rss_kib);
+        checkpoints.push((upto, m));
+    }
+    progress!(
+        "{} streams opened in {:.1}s",
+        streams.len(),
+        started.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let at_end = proc::memory(pid)?;
+    let (fds_at_end, _) = proc::fds(pid)?;
+    // Still alive? A stream that ended would be a proxy bug.
+    gw.child.check_alive()?;
+    drop(streams);
+    gw.child.stop(Duration::from_secs(5)).await;
+
+    let kib_per_stream = if n > 0 {
+        at_end.rss_kib.saturating_sub(baseline.rss_kib) as f64 / n as f64
+    } else {
+        0.0
+    };
+    let projected = n < requested;
+    let rss_kib_at_requested = if projected {
+        baseline.rss_kib as f64 + kib_per_stream * requested as f64
+    } else {
+        at_end.rss_kib as f64
+    };
+    Ok(SseStats {
+        requested,
+        opened: n,
+        limited_by,
+        baseline,
+        baseline_fds,
+        checkpoints,
+        at_end,
+        fds_at_end,
+        fd_soft_limit: soft,
+        kib_per_stream,
+        rss_kib_at_requested,
+        projected,
+    })
+}
+
+/// A running mcpgate with its address and the route's resource URI.
+#[derive(Debug)]
+struct Gateway {
+    child: Child,
+    addr: SocketAddr,
+    resource: String,
+}
+
+impl Gateway {
+    async fn start(
+        bin: &Path,
+        dir: &Path,
+        name: &'static str,
+        issuer: &Issuer,
+        upstream: SocketAddr,
+        workers: usize,
+    ) -> anyhow::Result<Self> {
+        let port = proc::free_port()?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let public_url = format!("http://{addr}");
+        let config_path = dir.join(format!("{name}.toml"));
+        let db = dir.join(format!("{name}.db"));
+        // JSON strings are valid TOML basic strings.
+        let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        let config = format!(
+            "# Written by mcpgate-bench.\n\
+             listen = {listen}\n\
+             public_url = {public}\n\n\
+             [storage]\n\
+             url = {storage}\n\n\
+             [limits]\n\
+             # Stop quickly at the end of the run even with streams open.\n\
+             shutdown_grace_secs = 1\n\n\
+             [[trusted_issuers]]\n\
+             issuer = {iss}\n\
+             jwks_uri = {jwks}\n\n\
+             [[routes]]\n\
+             path = {route}\n\
+             upstream_url = {up}\n\
+             scopes = [\"mcp\"]\n",
+            listen = q(&addr.to_string()),
+            public = q(&public_url),
+            storage = q(&format!("sqlite://{}", db.display())),
+            iss = q(&issuer.issuer),
+            jwks = q(&issuer.jwks_uri),
+            route = q(ROUTE),
+            up = q(&format!("http://{upstream}{ROUTE}")),
+        );
+        std::fs::write(&config_path, config)?;
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--log-format")
+            .arg("json")
+            .env("TOKIO_WORKER_THREADS", workers.to_string());
+        let mut child = Child::spawn("mcpgate", cmd, &dir.join(format!("{name}.log")), false)?;
+        child
+            .wait_ready(addr, "/readyz", StatusCode::OK, Duration::from_secs(30))
+            .await?;
+        Ok(Self {
+            child,
+            addr,
+            resource: format!("{public_url}{ROUTE}"),
+        })
+    }
+}
+
+async fn start_upstream(args: &RunArgs, dir: &Path) -> anyhow::Result<(Child, SocketAddr)> {
+    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+    cmd.arg("upstream")
+        .arg("--port")
+        .arg("0")
+        .arg("--threads")
+        .arg(args.upstream_threads.to_string());
+    let mut child = Child::spawn("upstream", cmd, &dir.join("upstream.log"), true)?;
+    let stdout = child.stdout().context("upstream stdout not piped")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .context("upstream did not start within 10s")??
+        .with_context(|| format!("upstream exited: {}", proc::log_tail(&child.log)))?;
+    let addr = line
+        .strip_prefix("listening ")
+        .and_then(|a| a.parse().ok())
+        .with_context(|| format!("unexpected upstream output {line:?}"))?;
+    Ok((child, addr))
+}
+
+async fn nginx_version(bin: &Path) -> anyhow::Result<String> {
+    let out = tokio::process::Command::new(bin)
+        .arg("-v")
+        .output()
+        .await
+        .with_context(|| {
+            format!("running {bin:?} -v: is nginx installed? (scripts/bench installs it)")
+        })?;
+    // nginx prints its version on stderr.
+    Ok(String::from_utf8_lossy(&out.stderr)
+        .trim()
+        .trim_start_matches("nginx version: ")
+        .to_owned())
+}
+
+/// nginx as a plain reverse proxy to the upstream: HTTP/1.1 keep-alive to
+/// the upstream, no buffering, no access log (mcpgate writes no per-request
+/// log either), keep-alive limits raised so neither side closes
+/// connections during the run (hyper, under mcpgate, has no such limit).
+fn nginx_conf(dir: &Path, port: u16, upstream: SocketAddr, workers: usize) -> String {
+    // As root, nginx's workers would switch to `nobody`, who cannot use the
+    // (0700) temporary directory; they stay root here.
+    let user = if proc::is_root() { "user root;\n" } else { "" };
+    let d = dir.display();
+    format!(
+        "# Written by mcpgate-bench.\n\
+         {user}worker_processes {workers};\n\
+         error_log {d}/nginx-error.log warn;\n\
+         pid {d}/nginx.pid;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n\
+         \x20   access_log off;\n\
+         \x20   client_body_temp_path {d}/nginx-tmp/body;\n\
+         \x20   proxy_temp_path {d}/nginx-tmp/proxy;\n\
+         \x20   fastcgi_temp_path {d}/nginx-tmp/fastcgi;\n\
+         \x20   uwsgi_temp_path {d}/nginx-tmp/uwsgi;\n\
+         \x20   scgi_temp_path {d}/nginx-tmp/scgi;\n\
+         \x20   keepalive_requests 100000000;\n\
+         \x20   upstream mcp {{\n\
+         \x20       server {upstream};\n\
+         \x20       keepalive 128;\n\
+         \x20       keepalive_requests 100000000;\n\
+         \x20   }}\n\
+         \x20   server {{\n\
+         \x20       listen 127.0.0.1:{port};\n\
+         \x20       location / {{\n\
+         \x20           proxy_pass http://mcp;\n\
+         \x20           proxy_http_version 1.1;\n\
+         \x20           proxy_set_header Connection \"\";\n\
+         \x20           proxy_buffering off;\n\
+         \x20       }}\n\
+         \x20   }}\n\
+         }}\n"
+    )
+}
+
+async fn start_nginx(
+    args: &RunArgs,
+    dir: &Path,
+    upstream: SocketAddr,
+) -> anyhow::Result<(Child, SocketAddr)> {
+    let port = proc::free_port()?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    std::fs::create_dir_all(dir.join("nginx-tmp"))?;
+    let conf: PathBuf = dir.join("nginx.conf");
+    std::fs::write(&conf, nginx_conf(dir, port, upstream, args.workers))?;
+    let mut cmd = tokio::process::Command::new(&args.nginx);
+    cmd.arg("-p")
+        .arg(dir)
+        .arg("-e")
+        .arg(dir.join("nginx-error.log"))
+        .arg("-c")
+        .arg(&conf)
+        .arg("-g")
+        .arg("daemon off;");
+    let mut child = Child::spawn("nginx", cmd, &dir.join("nginx.log"), false)?;
+    // GET goes through to the upstream, which answers 405 to a GET that
+    // does not ask for an event stream.
+    child
+        .wait_ready(
+            addr,
+            ROUTE,
+            StatusCode::METHOD_NOT_ALLOWED,
+            Duration::from_secs(10),
+        )
+        .await?;
+    Ok((child, addr))
+}
+
+async fn post(t: &Target) -> anyhow::Result<(StatusCode, Bytes)> {
+    proc::request(
+        t.addr,
+        Method::POST,
+        &t.path,
+        &t.headers()?,
+        Bytes::from_static(TOOLS_CALL.as_bytes()),
+    )
+    .await
+}
+
+/// One tools/call through `t` must return the upstream's result.
+async fn smoke(t: &Target) -> anyhow::Result<()> {
+    let (status, body) = post(t)
+        .await
+        .with_context(|| format!("smoke test of {}", t.name))?;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if status != StatusCode::OK || v.get("result").is_none() || v["id"] != 1 {
+        bail!(
+            "smoke test of {}: {status} {}",
+            t.name,
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok(())
+}
