@@ -664,3 +664,247 @@ async fn upstream_session_is_bound_to_its_principal() {
     assert_eq!(with_sid(alice, "up-session-1".into()).await.status(), 404);
     assert_eq!(s.up.seen().len(), 2);
 }
+
+#[tokio::test]
+async fn oversized_request_headers_are_refused() {
+    let s = Setup::new().await;
+    let r = client()
+        .post(s.team())
+        .bearer_auth(s.good_token())
+        .header("content-type", "application/json")
+        .header("x-padding", "p".repeat(64 * 1024))
+        .body(call(1, "echo").to_string())
+        .send()
+        .await;
+    // hyper answers 431 or closes the connection; either way nothing passes.
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 431);
+    }
+    assert!(s.up.seen().is_empty());
+}
+
+#[tokio::test]
+async fn metrics_count_requests_and_refusals_by_reason() {
+    let s = Setup::new().await;
+    assert_eq!(
+        rpc(&s.team(), Some(&s.good_token()), &call(1, "echo"))
+            .await
+            .status(),
+        200
+    );
+    let expired = s.iss.token_with(|c| {
+        c["aud"] = json!(s.team());
+        c["exp"] = json!(1);
+    });
+    assert_eq!(
+        rpc(&s.team(), Some(&expired), &call(2, "echo"))
+            .await
+            .status(),
+        401
+    );
+    let text = s.gw.gateway.metrics.encode();
+    assert!(
+        text.contains(
+            r#"mcpgate_requests_total{route="/team/mcp",method="tools/call",outcome="ok"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"mcpgate_requests_total{route="/team/mcp",method="tools/call",outcome="invalid_credential"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"mcpgate_auth_failures_total{reason="expired"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("mcpgate_upstream_latency_seconds_count{route=\"/team/mcp\"} 1"),
+        "{text}"
+    );
+}
+
+/// An issuer with only an RFC 7662 introspection endpoint.
+async fn introspecting_issuer() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let iss = url.clone();
+    let app = axum::Router::new().route(
+        "/introspect",
+        axum::routing::post(move |headers: http::HeaderMap, body: String| {
+            let iss = iss.clone();
+            c.fetch_add(1, Ordering::SeqCst);
+            async move {
+                // The gateway authenticates with HTTP Basic (RFC 7662 §2.1).
+                let auth = headers
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                if auth.as_deref() != Some("Basic Z3c6Z3ctc2VjcmV0") {
+                    return (http::StatusCode::UNAUTHORIZED, axum::Json(json!({}))).into_response();
+                }
+                let token = body
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("token="))
+                    .unwrap_or("")
+                    .to_owned();
+                let aud = token
+                    .strip_prefix("opaque-for-")
+                    .unwrap_or("nothing")
+                    .replace("%2F", "/")
+                    .replace("%3A", ":");
+                let doc = if token == "revoked" {
+                    json!({"active": false})
+                } else {
+                    json!({"active": true, "iss": iss, "sub": "carol", "client_id": "agent-7",
+                           "scope": "mcp", "aud": aud, "exp": mcpgate_test_support::now() + 600})
+                };
+                axum::Json(doc).into_response()
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (url, calls)
+}
+
+use axum::response::IntoResponse as _;
+
+#[tokio::test]
+async fn rfc7662_opaque_tokens_are_introspected_audience_checked_and_cached() {
+    use std::sync::atomic::Ordering;
+    let (iss, calls) = introspecting_issuer().await;
+    let up = Upstream::start().await;
+    let gw = Gw::start(&format!(
+        r#"
+[[trusted_issuers]]
+issuer = "{iss}"
+introspection_endpoint = "{iss}/introspect"
+client_id = "gw"
+client_secret = "gw-secret"
+
+[[routes]]
+path = "/mcp"
+upstream_url = "{}"
+scopes = ["mcp"]
+"#,
+        up.url
+    ))
+    .await;
+    let url = gw.url("/mcp");
+    let good = format!("opaque-for-{url}");
+    for i in 0..3 {
+        let r = rpc(&url, Some(&good), &call(i, "echo")).await;
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "introspection result is cached"
+    );
+    assert_eq!(up.seen()[0].headers["x-mcp-subject"], "carol");
+    assert_eq!(up.seen()[0].headers["x-mcp-client-id"], "agent-7");
+    // A token introspected as active but for another resource is refused.
+    let other = format!("opaque-for-{url}/");
+    assert_eq!(
+        rpc(&url, Some(&other), &call(9, "echo")).await.status(),
+        401
+    );
+    assert_eq!(
+        rpc(&url, Some("revoked"), &call(9, "echo")).await.status(),
+        401
+    );
+    assert_eq!(up.seen().len(), 3);
+}
+
+#[tokio::test]
+async fn issuer_audience_override_is_exact() {
+    let iss = Issuer::start().await;
+    let up = Upstream::start().await;
+    let gw = Gw::start(&format!(
+        r#"
+[[trusted_issuers]]
+issuer = "{}"
+audience = "api://mcp-gateway"
+
+[[routes]]
+path = "/mcp"
+upstream_url = "{}"
+scopes = ["mcp"]
+"#,
+        iss.url, up.url
+    ))
+    .await;
+    let url = gw.url("/mcp");
+    assert_eq!(
+        rpc(
+            &url,
+            Some(&iss.token("api://mcp-gateway", "mcp")),
+            &call(1, "echo")
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(
+        rpc(
+            &url,
+            Some(&iss.token("api://mcp-gateway/", "mcp")),
+            &call(2, "echo")
+        )
+        .await
+        .status(),
+        401
+    );
+    assert_eq!(
+        rpc(
+            &url,
+            Some(&iss.token("api://other", "mcp")),
+            &call(3, "echo")
+        )
+        .await
+        .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn mcp_scope_hierarchy_broader_scope_opens_narrower_tool() {
+    let iss = Issuer::start().await;
+    let up = Upstream::start().await;
+    let gw = Gw::start(&format!(
+        r#"
+[scope_implies]
+admin = ["mcp", "notes:write"]
+
+[[trusted_issuers]]
+issuer = "{}"
+
+[[routes]]
+path = "/mcp"
+upstream_url = "{}"
+scopes = ["mcp"]
+[routes.tool_scopes]
+write_note = ["notes:write"]
+"#,
+        iss.url, up.url
+    ))
+    .await;
+    let url = gw.url("/mcp");
+    assert_eq!(
+        rpc(
+            &url,
+            Some(&iss.token(&url, "admin")),
+            &call(1, "write_note")
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(
+        rpc(&url, Some(&iss.token(&url, "mcp")), &call(2, "write_note"))
+            .await
+            .status(),
+        403
+    );
+}
