@@ -186,4 +186,51 @@ mod tests {
         assert!(text.contains("\"echo\""), "{text}");
         assert!(!text.contains("secret"), "{text}");
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn run(stream: &[u8], cuts: &[usize]) -> Vec<u8> {
+            let mut f = SseFilter::new(Id::Num(7.into()), keep);
+            let mut out = Vec::new();
+            let mut last = 0;
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+            cuts.sort_unstable();
+            for c in cuts {
+                out.extend(f.push(&stream[last..c]));
+                last = c;
+            }
+            out.extend(f.push(&stream[last..]));
+            out.extend(f.finish());
+            out
+        }
+
+        proptest! {
+            /// However the upstream's bytes are split into chunks, the
+            /// client gets the same bytes; streams without the answer pass
+            /// through unchanged.
+            #[test]
+            fn sse_filter_is_independent_of_chunking(
+                events in proptest::collection::vec("[a-z :]{0,20}", 0..6),
+                cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            ) {
+                let mut stream = String::new();
+                for e in &events {
+                    stream.push_str("data: ");
+                    stream.push_str(e);
+                    stream.push_str("\n\n");
+                }
+                stream.push_str("event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"tools\":[{\"name\":\"secret\"},{\"name\":\"ok\"}]}}\n\n");
+                let whole = run(stream.as_bytes(), &[]);
+                prop_assert_eq!(&run(stream.as_bytes(), &cuts), &whole);
+                let text = String::from_utf8(whole).unwrap();
+                prop_assert!(!text.contains("secret"));
+                prop_assert!(text.contains("\"ok\""));
+
+                let untouched: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+                prop_assert_eq!(run(untouched.as_bytes(), &cuts), untouched.as_bytes().to_vec());
+            }
+        }
+    }
 }
