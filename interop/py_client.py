@@ -8,6 +8,8 @@
 
 Connects, lists tools, calls the echo tool and prints one JSON line
 {"tools": [...], "echo": "...", ...}; exits 0, or 1 with the reason on stderr.
+With --expect-denied the tool must instead be absent from tools/list and its
+call refused; the line is then {"tools": [...], "denied": "..."}.
 
 The SDK's default `auto` mode first probes `server/discover` at 2026-07-28
 and falls back to the `initialize` handshake on a legacy server, so through
@@ -98,6 +100,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         break
                 names = [t.name for t in tools]
                 tool = next((t for t in tools if t.name == args.tool), None)
+                if args.expect_denied:
+                    if tool is not None:
+                        raise Failure(f"tool {args.tool} is listed although the caller may not call it")
+                    step = f"tools/call {args.tool}"
+                    try:
+                        result = await client.call_tool(args.tool, json.loads(args.tool_args or "{}"))
+                    except Exception as err:  # noqa: BLE001 - the refusal is the expected outcome
+                        return {"tools": names, "denied": describe(err), "client": "python-sdk"}
+                    raise Failure(f"{step} was not refused: {result.model_dump_json()}")
                 if tool is None:
                     raise Failure(f"tool {args.tool} not listed; tools: {', '.join(names)}")
 
@@ -126,6 +137,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         except BaseException as err:  # noqa: BLE001 - report whatever the SDK raised
             if isinstance(err, (KeyboardInterrupt, SystemExit)):
                 raise
+            # A Failure raised inside the client's task group arrives wrapped.
+            if isinstance(err, BaseExceptionGroup):
+                matched, _ = err.split(Failure)
+                while isinstance(matched, BaseExceptionGroup):
+                    matched = matched.exceptions[0]
+                if matched is not None:
+                    raise matched from None
             raise Failure(f"{step} failed: {describe(err)}") from err
 
 
@@ -138,6 +156,9 @@ def main() -> int:
     parser.add_argument("--tool", default="echo")
     parser.add_argument("--tool-args", default=None, help="JSON object of tool arguments")
     parser.add_argument("--expect", default=None, help="text the tool result must contain")
+    parser.add_argument(
+        "--expect-denied", action="store_true", help="the tool must be hidden and its call refused"
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds for the whole run")
     args = parser.parse_args()
     if args.tool_args is not None:

@@ -11,11 +11,14 @@
 #    stdio against server-everything and mcpgate-echo-server (the baseline);
 # 3. starts `mcpgate serve` with routes /mcp-http (-> server-everything over
 #    HTTP), /mcp-stdio (-> server-everything over stdio), /echo-stdio
-#    (-> mcpgate-echo-server) and /open (auth = "none" -> server-everything),
-#    creates one API key per protected route, and checks: unauthenticated
-#    requests get 401 with a challenge, both clients work through every route
-#    with a key, and the conformance server suite gives the same verdicts on
-#    /open as on server-everything directly.
+#    (-> mcpgate-echo-server, write_note needing scope notes:write) and /open
+#    (auth = "none" -> server-everything), creates API keys, and checks:
+#    requests without a valid key for the route get 401 with a challenge, both
+#    clients work through every route with a key, progress notifications
+#    stream through, write_note is hidden and refused without its scope and
+#    works with it, each stdio child is told its principal, and the
+#    conformance server suite gives the same verdicts on /open as on
+#    server-everything directly.
 #
 # Step 2 also runs the conformance comparison of server-everything against
 # itself, so that a flaky check shows up as such and not as a gateway bug.
@@ -64,13 +67,28 @@ record() { # record STATUS NAME [DETAIL]
 # step NAME COMMAND...: runs a check, logs its output, records PASS or FAIL.
 step() {
   local name="$1"; shift
-  local log="$work/logs/$(echo "$name" | tr -c 'A-Za-z0-9._-' '_').log"
+  local log="$work/logs/$(printf %s "$name" | tr -c 'A-Za-z0-9._-' '_').log"
   local start=$SECONDS
   if "$@" >"$log" 2>&1; then
     record PASS "$name" "$((SECONDS - start))s"
-    grep -m1 '^{' "$log" | python3 -c 'import json, sys
-d = json.loads(sys.stdin.readline())
-print("    %d tools, echo %r, protocol %s, server %s" % (len(d["tools"]), d["echo"], d.get("protocolVersion"), d.get("server")))' || true
+    python3 - "$log" <<'PY' || true
+import json, sys
+lines = open(sys.argv[1], errors="replace").read().splitlines()
+for line in lines:
+    try:
+        d = json.loads(line)
+    except ValueError:
+        continue
+    if "denied" in d:
+        print("    %d tools, refused: %s" % (len(d["tools"]), d["denied"][:200]))
+    elif "tools" in d:
+        extra = " progress at %s ms, result at %s ms" % ([p["atMs"] for p in d["progress"]], d["resultMs"]) if "progress" in d else ""
+        print("    %d tools, echo %r, protocol %s, server %s%s" % (len(d["tools"]), d["echo"][:80], d.get("protocolVersion"), d.get("server"), extra))
+    break
+else:
+    if lines:
+        print("    " + lines[0][:300])
+PY
   else
     record FAIL "$name" "exit $?, log $log"
     tail -25 "$log" | sed 's/^/    | /'
@@ -176,7 +194,7 @@ step "direct stdio  py-client -> echo-server" py_client --stdio "$echo_server"
 # conformance NAME URL_A URL_B LABEL_A LABEL_B [ARGS...]: via conformance-compare.sh.
 conformance() {
   local name="$1" start_t=$SECONDS dir
-  dir="$work/conformance-$(echo "$name" | tr -c 'A-Za-z0-9' '_')"
+  dir="$work/conformance-$(printf %s "$name" | tr -c 'A-Za-z0-9' '_')"
   if "$here/conformance-compare.sh" --labels "$4" "$5" "${@:6}" --out "$dir" "$2" "$3" >"$dir.log" 2>&1; then
     record PASS "$name" "$((SECONDS - start_t))s"
   else
@@ -233,6 +251,8 @@ scopes = ["mcp"]
 path = "/echo-stdio"
 upstream_command = ["$echo_server"]
 scopes = ["mcp"]
+[routes.tool_scopes]
+write_note = ["notes:write"]
 
 [[routes]]
 path = "/open"
@@ -241,18 +261,24 @@ auth = "none"
 EOF
 echo "config $config"
 
-declare -A keys=()
-for route in /mcp-http /mcp-stdio /echo-stdio; do
-  out="$work/logs/apikey${route//\//-}.json"
-  if "$mcpgate" apikey create --config "$config" --name "interop${route//\//-}" --route "$route" \
-    --scopes mcp --json >"$out" 2>"$out.stderr" &&
-    key="$("$node" -e 'const k = JSON.parse(require("fs").readFileSync(0, "utf8")).key; if (!/^mcpg_/.test(k)) process.exit(1); console.log(k)' <"$out")"; then
-    keys[$route]="$key"
-    record PASS "apikey create $route"
+# keys[NAME]: the secret; key_ids[NAME]: its id. NAME is the route, or
+# "writer" for a /echo-stdio key that also holds write_note's scope.
+declare -A keys=() key_ids=()
+create_key() { # create_key NAME ROUTE SCOPES
+  local out="$work/logs/apikey-$(printf %s "$1" | tr -c 'A-Za-z0-9' '-').json"
+  if "$mcpgate" apikey create --config "$config" --name "interop$(printf %s "$1" | tr '/' '-')" --route "$2" \
+    --scopes "$3" --json >"$out" 2>"$out.stderr" &&
+    keys[$1]="$("$node" -e 'const k = JSON.parse(require("fs").readFileSync(0, "utf8")).key; if (!/^mcpg_/.test(k)) process.exit(1); console.log(k)' <"$out")" &&
+    key_ids[$1]="$("$node" -e 'console.log(JSON.parse(require("fs").readFileSync(0, "utf8")).id)' <"$out")"; then
+    record PASS "apikey create $1 ($2, scopes \"$3\")"
   else
-    record FAIL "apikey create $route" "$(head -c 300 "$out.stderr" "$out" | tr '\n' ' ')"
+    record FAIL "apikey create $1 ($2, scopes \"$3\")" "$(cat "$out.stderr" "$out" | head -c 300 | tr '\n' ' ')"
   fi
-done
+}
+create_key /mcp-http /mcp-http mcp
+create_key /mcp-stdio /mcp-stdio mcp
+create_key /echo-stdio /echo-stdio mcp
+create_key writer /echo-stdio "mcp notes:write"
 
 start mcpgate "$work/logs/mcpgate.log" env RUST_LOG="${RUST_LOG:-info}" "$mcpgate" serve --config "$config"
 gw_pid="${pids[-1]}"
@@ -282,26 +308,42 @@ EOF
 }
 step "gateway 401 without credential on /mcp-http" challenge "$gw/mcp-http"
 step "gateway 401 with a wrong key on /mcp-http" challenge "$gw/mcp-http" "mcpg_not_a_real_key"
-if [[ -n "${keys[/mcp-stdio]:-}" ]]; then
-  # A key is bound to its route: the stdio route's key must not open /mcp-http.
-  step "gateway 401 for another route's key on /mcp-http" challenge "$gw/mcp-http" "${keys[/mcp-stdio]}"
-fi
+# A key is bound to its route: the stdio route's key must not open /mcp-http.
+step "gateway 401 for another route's key on /mcp-http" challenge "$gw/mcp-http" "${keys[/mcp-stdio]:-}"
+
+# with_key NAME COMMAND...: runs COMMAND with key NAME in $INTEROP_TOKEN.
+with_key() {
+  local name="$1"; shift
+  if [[ -z "${keys[$name]:-}" ]]; then echo "no API key $name" >&2; return 1; fi
+  INTEROP_TOKEN="${keys[$name]}" "$@"
+}
 
 for route in /mcp-http /mcp-stdio /echo-stdio; do
-  if [[ -z "${keys[$route]:-}" ]]; then
-    record FAIL "clients through $route" "no API key"
-    continue
-  fi
-  export INTEROP_TOKEN="${keys[$route]}"
-  step "gateway $route  ts-client" ts_client "$gw$route"
-  step "gateway $route  py-client" py_client "$gw$route"
-  unset INTEROP_TOKEN
+  step "gateway $route  ts-client" with_key "$route" ts_client "$gw$route"
+  step "gateway $route  py-client" with_key "$route" py_client "$gw$route"
 done
-if [[ -n "${keys[/echo-stdio]:-}" ]]; then
-  # Informational: which principal the gateway told the stdio child about.
-  INTEROP_TOKEN="${keys[/echo-stdio]}" ts_client "$gw/echo-stdio" --tool whoami --tool-args '{}' 2>&1 |
-    sed 's/^/whoami through the gateway: /' || true
-fi
+
+# Progress notifications must stream through, not arrive with the result.
+long_op=(--tool trigger-long-running-operation --tool-args '{"duration":2,"steps":4}' --expect "Steps: 4" --expect-streamed)
+step "direct http   progress streamed" ts_client "$up_url" "${long_op[@]}"
+step "gateway /mcp-http  progress streamed" with_key /mcp-http ts_client "$gw/mcp-http" "${long_op[@]}"
+step "gateway /mcp-stdio  progress streamed" with_key /mcp-stdio ts_client "$gw/mcp-stdio" "${long_op[@]}"
+
+# Per-tool scope: write_note needs notes:write on top of the route's mcp.
+step "gateway /echo-stdio  write_note hidden and refused without notes:write (ts)" \
+  with_key /echo-stdio ts_client "$gw/echo-stdio" --tool write_note --tool-args '{"text":"n"}' --expect-denied
+step "gateway /echo-stdio  write_note hidden and refused without notes:write (py)" \
+  with_key /echo-stdio py_client "$gw/echo-stdio" --tool write_note --tool-args '{"text":"n"}' --expect-denied
+step "gateway /echo-stdio  write_note allowed with notes:write (ts)" \
+  with_key writer ts_client "$gw/echo-stdio" --tool write_note --tool-args '{"text":"n"}' --expect noted
+step "gateway /echo-stdio  write_note allowed with notes:write (py)" \
+  with_key writer py_client "$gw/echo-stdio" --tool write_note --tool-args '{"text":"n"}' --expect noted
+
+# One stdio child per principal, told who it serves (MCPGATE_SUBJECT).
+for name in /echo-stdio writer; do
+  step "gateway /echo-stdio  whoami names key ${key_ids[$name]:-?} ($name)" \
+    with_key "$name" ts_client "$gw/echo-stdio" --tool whoami --tool-args '{}' --expect "${key_ids[$name]:-missing}"
+done
 
 say "conformance: server-everything directly vs through /open"
 conformance "conformance verdicts equal, direct vs /open" "$up_url" "$gw/open" direct gateway \

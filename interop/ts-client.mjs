@@ -5,6 +5,14 @@
 //   node ts-client.mjs URL [--token T] [--tool echo] [--tool-args JSON] [--expect TEXT] [--timeout-ms 30000]
 //   node ts-client.mjs --stdio "COMMAND ARGS..." [...]   (same, over stdio: a baseline without the gateway)
 //
+// Checks for the gateway's streaming and policy:
+//   --progress         ask for progress notifications; reports when each arrived
+//   --expect-streamed  with --progress: fail unless the first notification
+//                      arrived well before the result (an SSE stream that is
+//                      buffered until the end delivers them all at once)
+//   --expect-denied    the tool must be absent from tools/list and its call
+//                      refused (HTTP 403); prints {"tools":[...], "denied": "..."}
+//
 // The bearer token may also come from $INTEROP_TOKEN (keeps it out of `ps`).
 // Without --tool-args the argument is chosen from the tool's inputSchema:
 // server-everything's echo takes `message`, mcpgate-echo-server's takes `text`.
@@ -32,6 +40,9 @@ function parseArgs(argv) {
     expect: null,
     timeoutMs: 30000,
     stdio: false,
+    progress: false,
+    expectStreamed: false,
+    expectDenied: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -50,6 +61,9 @@ function parseArgs(argv) {
     } else if (arg === "--expect") opts.expect = value();
     else if (arg === "--timeout-ms") opts.timeoutMs = Number(value());
     else if (arg === "--stdio") opts.stdio = true;
+    else if (arg === "--progress") opts.progress = true;
+    else if (arg === "--expect-streamed") opts.expectStreamed = opts.progress = true;
+    else if (arg === "--expect-denied") opts.expectDenied = true;
     else if (arg.startsWith("--")) fail(`unknown option ${arg}`);
     else if (opts.url === null) opts.url = arg;
     else fail(`unexpected argument ${arg}`);
@@ -103,12 +117,29 @@ async function main(opts) {
     } while (cursor);
     const names = tools.map((t) => t.name);
     const tool = tools.find((t) => t.name === opts.tool);
+    if (opts.expectDenied) {
+      if (tool) fail(`tool ${opts.tool} is listed although the caller may not call it`);
+      step = `tools/call ${opts.tool}`;
+      const denied = await client.callTool({ name: opts.tool, arguments: opts.toolArgs ?? {} }).then(
+        (result) => fail(`${step} was not refused: ${JSON.stringify(result)}`),
+        (err) => err,
+      );
+      if (denied?.code !== 403) fail(`${step} failed, but not with HTTP 403: ${describe(denied)}`);
+      console.log(JSON.stringify({ tools: names, denied: describe(denied), client: "typescript-sdk" }));
+      return;
+    }
     if (!tool) fail(`tool ${opts.tool} not listed; tools: ${names.join(", ")}`);
 
     const args = opts.toolArgs ?? echoArguments(tool);
     const expect = opts.expect ?? (opts.toolArgs ? null : MESSAGE);
     step = `tools/call ${opts.tool}`;
-    const result = await client.callTool({ name: opts.tool, arguments: args });
+    const started = Date.now();
+    const progress = [];
+    const options = opts.progress
+      ? { onprogress: (p) => progress.push({ progress: p.progress, atMs: Date.now() - started }) }
+      : undefined;
+    const result = await client.callTool({ name: opts.tool, arguments: args }, undefined, options);
+    const resultMs = Date.now() - started;
     if (result.isError) fail(`${step} returned isError: ${JSON.stringify(result.content)}`);
     const text = (result.content ?? [])
       .filter((c) => c.type === "text")
@@ -119,10 +150,21 @@ async function main(opts) {
       fail(`${step} returned ${JSON.stringify(text)}, expected it to contain ${JSON.stringify(expect)}`);
     }
 
+    if (opts.progress && progress.length === 0) fail(`${step}: no progress notification arrived`);
+    if (opts.expectStreamed) {
+      // The first notification must precede the result by at least a third
+      // of the call's duration; buffering collapses that gap to ~0.
+      const lead = resultMs - progress[0].atMs;
+      if (lead < resultMs / 3) {
+        fail(`${step}: first progress at ${progress[0].atMs} ms, result at ${resultMs} ms: not streamed`);
+      }
+    }
+
     console.log(
       JSON.stringify({
         tools: names,
         echo: text,
+        ...(opts.progress ? { progress, resultMs } : {}),
         client: "typescript-sdk",
         protocolVersion: transport.protocolVersion ?? null,
         server: client.getServerVersion()?.name ?? null,
