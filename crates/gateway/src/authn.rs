@@ -37,6 +37,8 @@ pub struct Principal {
     pub client_id: Option<String>,
     /// Scopes as granted (before the hierarchy is applied).
     pub scopes: ScopeSet,
+    /// `scopes`, space-delimited (computed once, sent upstream).
+    pub scope_string: String,
     pub issuer: Option<String>,
 }
 
@@ -48,12 +50,30 @@ pub enum PrincipalKind {
 }
 
 impl Principal {
+    pub fn new(
+        kind: PrincipalKind,
+        subject: String,
+        client_id: Option<String>,
+        scopes: ScopeSet,
+        issuer: Option<String>,
+    ) -> Self {
+        Self {
+            kind,
+            subject,
+            client_id,
+            scope_string: scopes.to_space_delimited(),
+            scopes,
+            issuer,
+        }
+    }
+
     pub fn anonymous() -> Self {
         Self {
             kind: PrincipalKind::Anonymous,
             subject: "anonymous".into(),
             client_id: None,
             scopes: ScopeSet::new(),
+            scope_string: String::new(),
             issuer: None,
         }
     }
@@ -93,10 +113,11 @@ enum Cached {
     Jwt {
         issuer: usize,
         claims: Arc<jwt::Claims>,
+        principal: Arc<Principal>,
     },
     Introspected {
         until: u64,
-        principal: Principal,
+        principal: Arc<Principal>,
         aud: Vec<String>,
         issuer: usize,
     },
@@ -124,7 +145,11 @@ impl Authenticator {
     }
 
     /// Validates a bearer credential for a route.
-    pub async fn authenticate(&self, token: &str, aud: Audience<'_>) -> Result<Principal, Reject> {
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        aud: Audience<'_>,
+    ) -> Result<Arc<Principal>, Reject> {
         if apikey::looks_like_api_key(token) {
             return self.api_key(token, aud).await;
         }
@@ -141,7 +166,14 @@ impl Authenticator {
             .get(&digest)
             .cloned();
         match cached {
-            Some(Cached::Jwt { issuer, claims }) => self.accept_jwt(issuer, &claims, aud),
+            Some(Cached::Jwt {
+                issuer,
+                claims,
+                principal,
+            }) => {
+                self.check_jwt(issuer, &claims, aud)?;
+                Ok(principal)
+            }
             Some(Cached::Introspected {
                 until,
                 principal,
@@ -156,38 +188,34 @@ impl Authenticator {
         }
     }
 
-    fn accept_jwt(
+    fn check_jwt(
         &self,
         issuer: usize,
         claims: &jwt::Claims,
         aud: Audience<'_>,
-    ) -> Result<Principal, Reject> {
+    ) -> Result<(), Reject> {
         let iss = self
             .issuers
             .get(issuer)
             .ok_or(Reject::InvalidToken(AuthFailure::UntrustedIssuer))?;
-        let mut audiences: Vec<&str> = Vec::with_capacity(1 + iss.extra_audiences.len());
-        audiences.push(aud.resource);
-        audiences.extend(iss.extra_audiences.iter().map(String::as_str));
+        let only_resource = [aud.resource];
+        let with_extra: Vec<&str>;
+        let audiences: &[&str] = if iss.extra_audiences.is_empty() {
+            &only_resource
+        } else {
+            with_extra = std::iter::once(aud.resource)
+                .chain(iss.extra_audiences.iter().map(String::as_str))
+                .collect();
+            &with_extra
+        };
         claims
             .check(&jwt::Expectations {
                 issuer: iss.issuer(),
-                audiences: &audiences,
+                audiences,
                 now: now(),
                 leeway: LEEWAY_SECS,
             })
-            .map_err(|e| Reject::InvalidToken(e.into()))?;
-        Ok(Principal {
-            kind: PrincipalKind::Token,
-            subject: claims
-                .sub
-                .clone()
-                .or_else(|| claims.client_id.clone())
-                .unwrap_or_default(),
-            client_id: claims.client_id.clone(),
-            scopes: claims.scope.clone(),
-            issuer: Some(claims.iss.clone()),
-        })
+            .map_err(|e| Reject::InvalidToken(e.into()))
     }
 
     async fn verify_jwt(
@@ -195,7 +223,7 @@ impl Authenticator {
         token: &str,
         digest: [u8; 32],
         aud: Audience<'_>,
-    ) -> Result<Principal, Reject> {
+    ) -> Result<Arc<Principal>, Reject> {
         let invalid = |f: AuthFailure| Reject::InvalidToken(f);
         let iss_claim = unverified_issuer(token).ok_or(invalid(jwt::JwtError::Malformed.into()))?;
         let idx = self
@@ -210,13 +238,24 @@ impl Authenticator {
             .await
             .map_err(invalid)?;
         let claims = jwt::verify_signature(token, &header, &jwks).map_err(|e| invalid(e.into()))?;
-        let claims = Arc::new(claims);
-        let principal = self.accept_jwt(idx, &claims, aud)?;
+        self.check_jwt(idx, &claims, aud)?;
+        let principal = Arc::new(Principal::new(
+            PrincipalKind::Token,
+            claims
+                .sub
+                .clone()
+                .or_else(|| claims.client_id.clone())
+                .unwrap_or_default(),
+            claims.client_id.clone(),
+            claims.scope.clone(),
+            Some(claims.iss.clone()),
+        ));
         self.remember(
             digest,
             Cached::Jwt {
                 issuer: idx,
-                claims,
+                claims: Arc::new(claims),
+                principal: principal.clone(),
             },
         );
         Ok(principal)
@@ -227,7 +266,7 @@ impl Authenticator {
         token: &str,
         digest: [u8; 32],
         aud: Audience<'_>,
-    ) -> Result<Principal, Reject> {
+    ) -> Result<Arc<Principal>, Reject> {
         let invalid = |f: AuthFailure| Reject::InvalidToken(f);
         let mut tried = false;
         for (idx, issuer) in self.issuers.iter().enumerate() {
@@ -270,18 +309,17 @@ impl Authenticator {
                 .get("client_id")
                 .and_then(Value::as_str)
                 .map(str::to_owned);
-            let principal = Principal {
-                kind: PrincipalKind::Token,
-                subject: doc
-                    .get("sub")
+            let principal = Arc::new(Principal::new(
+                PrincipalKind::Token,
+                doc.get("sub")
                     .and_then(Value::as_str)
                     .map(str::to_owned)
                     .or_else(|| client_id.clone())
                     .unwrap_or_default(),
                 client_id,
                 scopes,
-                issuer: Some(issuer.issuer().to_owned()),
-            };
+                Some(issuer.issuer().to_owned()),
+            ));
             let until = exp
                 .unwrap_or(now + INTROSPECTION_TTL)
                 .min(now + INTROSPECTION_TTL);
@@ -328,7 +366,7 @@ impl Authenticator {
         }
     }
 
-    async fn api_key(&self, token: &str, aud: Audience<'_>) -> Result<Principal, Reject> {
+    async fn api_key(&self, token: &str, aud: Audience<'_>) -> Result<Arc<Principal>, Reject> {
         let invalid = |f: AuthFailure| Reject::InvalidToken(f);
         let presented = apikey::parse(token).ok_or(invalid(AuthFailure::UnknownApiKey))?;
         let rec = self
@@ -354,13 +392,13 @@ impl Authenticator {
             .iter()
             .filter_map(|s| mcpgate_core::Scope::new(s).ok())
             .collect();
-        Ok(Principal {
-            kind: PrincipalKind::ApiKey { id: rec.id.clone() },
-            subject: format!("apikey:{}", rec.id),
-            client_id: None,
+        Ok(Arc::new(Principal::new(
+            PrincipalKind::ApiKey { id: rec.id.clone() },
+            format!("apikey:{}", rec.id),
+            None,
             scopes,
-            issuer: None,
-        })
+            None,
+        )))
     }
 
     fn remember(&self, digest: [u8; 32], entry: Cached) {

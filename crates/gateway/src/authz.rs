@@ -24,9 +24,9 @@ impl ScopeHierarchy {
     }
 
     /// The held scopes plus everything they imply, transitively.
-    pub fn effective(&self, held: &ScopeSet) -> ScopeSet {
+    pub fn effective<'a>(&self, held: &'a ScopeSet) -> std::borrow::Cow<'a, ScopeSet> {
         if self.implies.is_empty() {
-            return held.clone();
+            return std::borrow::Cow::Borrowed(held);
         }
         let mut out = held.clone();
         let mut stack: Vec<Scope> = held.iter().cloned().collect();
@@ -38,7 +38,7 @@ impl ScopeHierarchy {
                 }
             }
         }
-        out
+        std::borrow::Cow::Owned(out)
     }
 }
 
@@ -143,7 +143,8 @@ write_note = ["notes:write"]
             ],
         );
         let h = ScopeHierarchy::new(implies);
-        let eff = h.effective(&s("admin"));
+        let admin = s("admin");
+        let eff = h.effective(&admin);
         assert_eq!(eff.to_space_delimited(), "admin mcp notes notes:write");
         assert_eq!(check(&route(), &call("write_note"), &eff), Ok(()));
         assert!(

@@ -22,7 +22,7 @@ use mcpgate_core::jsonrpc::{self, Body as RpcBody, Message};
 use mcpgate_core::mcp::{self, Era, MetadataHeaders};
 
 use crate::Gateway;
-use crate::authn::{Audience, Principal};
+use crate::authn::Audience;
 use crate::error::{ErrorContext, Reject};
 use crate::metrics::{ReasonLabels, RequestLabels, method_label};
 use crate::proxy::http::{Identity, ToolFilter};
@@ -36,10 +36,10 @@ pub async fn handle(
 ) -> Response<Body> {
     let mut ctx = ErrorContext {
         id: None,
-        resource_metadata: (route.config.auth == AuthMode::Oauth).then(|| route.prm_url.clone()),
-        route_scopes: Some(route.config.scopes.clone()),
+        resource_metadata: (route.config.auth == AuthMode::Oauth).then_some(route.prm_url.as_str()),
+        route_scopes: Some(&route.config.scopes),
     };
-    let mut method_name: Option<String> = None;
+    let mut method_name: &'static str = "none";
     let result = run(&gw, &route, req, &mut ctx, &mut method_name).await;
     let outcome = match &result {
         Ok(r) if r.status().is_success() => "ok",
@@ -50,7 +50,7 @@ pub async fn handle(
         .requests
         .get_or_create(&RequestLabels {
             route: route.config.path.clone(),
-            method: method_label(method_name.as_deref()),
+            method: method_name,
             outcome,
         })
         .inc();
@@ -80,8 +80,8 @@ async fn run(
     gw: &Gateway,
     route: &RouteRuntime,
     req: http::Request<Body>,
-    ctx: &mut ErrorContext,
-    method_name: &mut Option<String>,
+    ctx: &mut ErrorContext<'_>,
+    method_name: &mut &'static str,
 ) -> Result<Response<Body>, Reject> {
     let (parts, body) = req.into_parts();
     let is_post = parts.method == Method::POST;
@@ -102,7 +102,7 @@ async fn run(
         _ => None,
     };
     if let Some(Ok(RpcBody::Single(m))) = &parsed {
-        *method_name = m.method().map(str::to_owned);
+        *method_name = method_label(m.method());
     }
 
     // 2. Origin and Host.
@@ -110,7 +110,7 @@ async fn run(
 
     // 3. Authentication.
     let principal = match route.config.auth {
-        AuthMode::None => Principal::anonymous(),
+        AuthMode::None => gw.anonymous.clone(),
         AuthMode::Oauth => {
             if query_has_token(parts.uri.query()) {
                 return Err(Reject::TokenInQuery);
@@ -190,13 +190,12 @@ async fn run(
             if method == "tools/list" && !route.config.tool_scopes.is_empty() =>
         {
             let cfg = route.config.clone();
-            let eff = effective.clone();
+            let eff = effective.clone().into_owned();
             let keep = move |name: &str| crate::authz::tool_allowed(&cfg, name, &eff);
             Some((id.clone(), Box::new(keep)))
         }
         _ => None,
     };
-    let scopes_str = principal.scopes.to_space_delimited();
     match &route.upstream {
         UpstreamRuntime::Http(up) => {
             let authenticated = route.config.auth == AuthMode::Oauth;
@@ -217,7 +216,7 @@ async fn run(
                 headers: &gw.config.identity_headers,
                 subject: authenticated.then_some(principal.subject.as_str()),
                 client_id: principal.client_id.as_deref().filter(|_| authenticated),
-                scopes: authenticated.then_some(scopes_str),
+                scopes: authenticated.then_some(principal.scope_string.as_str()),
             };
             let mut resp = up
                 .forward(
@@ -270,7 +269,7 @@ async fn run(
                     let caller = CallerEnv {
                         subject: principal.subject.clone(),
                         client_id: principal.client_id.clone(),
-                        scopes: scopes_str,
+                        scopes: principal.scope_string.clone(),
                     };
                     up.post(&owner, &caller, session, m, &body, filter).await
                 }

@@ -113,12 +113,12 @@ pub enum Reject {
 
 /// What an error response needs from the request it answers.
 #[derive(Debug, Clone, Default)]
-pub struct ErrorContext {
+pub struct ErrorContext<'a> {
     pub id: Option<Id>,
     /// `resource_metadata` URL of the route (for challenges).
-    pub resource_metadata: Option<String>,
+    pub resource_metadata: Option<&'a str>,
     /// Scopes the route needs for any request (for the 401 `scope`).
-    pub route_scopes: Option<ScopeSet>,
+    pub route_scopes: Option<&'a ScopeSet>,
 }
 
 impl Reject {
@@ -240,7 +240,7 @@ impl Reject {
     }
 
     /// The `WWW-Authenticate` challenge, if this error carries one.
-    fn challenge(&self, ctx: &ErrorContext) -> Option<String> {
+    fn challenge(&self, ctx: &ErrorContext<'_>) -> Option<String> {
         let mut params: Vec<(&str, String)> = Vec::new();
         match self {
             Reject::MissingCredential => {}
@@ -258,15 +258,14 @@ impl Reject {
             Reject::InsufficientScope { needed } => Some(needed.to_space_delimited()),
             _ => ctx
                 .route_scopes
-                .as_ref()
                 .filter(|s| !s.is_empty())
                 .map(ScopeSet::to_space_delimited),
         };
         if let Some(s) = scope {
             params.push(("scope", s));
         }
-        if let Some(rm) = &ctx.resource_metadata {
-            params.push(("resource_metadata", rm.clone()));
+        if let Some(rm) = ctx.resource_metadata {
+            params.push(("resource_metadata", rm.to_owned()));
         }
         let mut out = String::from("Bearer");
         for (i, (k, v)) in params.iter().enumerate() {
@@ -287,7 +286,7 @@ impl Reject {
     }
 
     /// The full response.
-    pub fn into_response_with(self, ctx: &ErrorContext) -> Response {
+    pub fn into_response_with(self, ctx: &ErrorContext<'_>) -> Response {
         let (c, msg, data) = self.jsonrpc();
         let body = jsonrpc::error_body(ctx.id.as_ref(), c, &msg, data);
         let mut resp = (self.status(), axum::Json(body)).into_response();
@@ -322,13 +321,13 @@ fn external_description(f: &AuthFailure) -> &'static str {
 mod tests {
     use super::*;
 
-    fn ctx() -> ErrorContext {
+    fn ctx() -> ErrorContext<'static> {
+        static SCOPES: std::sync::LazyLock<ScopeSet> =
+            std::sync::LazyLock::new(|| ScopeSet::parse("mcp").unwrap());
         ErrorContext {
             id: Some(Id::Num(3.into())),
-            resource_metadata: Some(
-                "https://gw.example/.well-known/oauth-protected-resource/mcp".into(),
-            ),
-            route_scopes: Some(ScopeSet::parse("mcp").unwrap()),
+            resource_metadata: Some("https://gw.example/.well-known/oauth-protected-resource/mcp"),
+            route_scopes: Some(&SCOPES),
         }
     }
 

@@ -50,6 +50,8 @@ pub struct Gateway {
     pub hierarchy: ScopeHierarchy,
     pub metrics: Arc<Metrics>,
     pub store: Arc<dyn Store>,
+    /// The principal of `auth = "none"` routes.
+    pub anonymous: Arc<authn::Principal>,
     /// Binds upstream session ids to principals (HTTP routes with auth).
     pub sessions: mcpgate_crypto::session::SessionBinder,
 }
@@ -92,6 +94,7 @@ impl Gateway {
             metrics,
             store,
             sessions: mcpgate_crypto::session::SessionBinder::random()?,
+            anonymous: Arc::new(authn::Principal::anonymous()),
         }))
     }
 

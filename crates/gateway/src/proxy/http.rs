@@ -61,7 +61,7 @@ pub struct Identity<'a> {
     pub headers: &'a mcpgate_core::config::IdentityHeaders,
     pub subject: Option<&'a str>,
     pub client_id: Option<&'a str>,
-    pub scopes: Option<String>,
+    pub scopes: Option<&'a str>,
 }
 
 /// A `tools/list` answer to filter: the request id and the keep predicate.
@@ -209,5 +209,5 @@ pub fn copy_request_headers(from: &HeaderMap, to: &mut HeaderMap, identity: &Ide
     };
     set(names[0], identity.subject);
     set(names[1], identity.client_id);
-    set(names[2], identity.scopes.as_deref());
+    set(names[2], identity.scopes);
 }

@@ -368,7 +368,7 @@ impl StdioUpstream {
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(l)) = lines.next_line().await {
-                tracing::warn!(target: "mcpgate::upstream", route = %route, pid, "{l}");
+                tracing::info!(target: "mcpgate::upstream", route = %route, pid, "{l}");
             }
         });
         let route = self.route.clone();
