@@ -39,6 +39,10 @@ pub async fn handle(
         resource_metadata: (route.config.auth == AuthMode::Oauth).then_some(route.prm_url.as_str()),
         route_scopes: Some(&route.config.scopes),
     };
+    let origin = allowed_origin(&route, req.headers());
+    if req.method() == Method::OPTIONS {
+        return preflight(origin, req.headers());
+    }
     let mut method_name: &'static str = "none";
     let result = run(&gw, &route, req, &mut ctx, &mut method_name).await;
     let outcome = match &result {
@@ -54,7 +58,7 @@ pub async fn handle(
             outcome,
         })
         .inc();
-    match result {
+    let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
             if let Reject::InvalidToken(f) = &e {
@@ -73,7 +77,77 @@ pub async fn handle(
             }
             e.into_response_with(&ctx)
         }
+    };
+    if let Some(o) = origin {
+        add_cors(resp.headers_mut(), o);
     }
+    resp
+}
+
+/// CORS for browser-based MCP clients: only for allowed origins (the same
+/// list the Origin check uses); the headers a client must read (session
+/// id, challenges) are exposed.
+fn allowed_origin(route: &RouteRuntime, h: &HeaderMap) -> Option<http::HeaderValue> {
+    let o = h.get(header::ORIGIN)?;
+    let s = o.to_str().ok()?;
+    route
+        .allowed_origins
+        .iter()
+        .any(|a| a == s)
+        .then(|| o.clone())
+}
+
+fn add_cors(h: &mut HeaderMap, origin: http::HeaderValue) {
+    use http::HeaderValue as V;
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        V::from_static("mcp-session-id, mcp-protocol-version, www-authenticate"),
+    );
+    h.append(header::VARY, V::from_static("origin"));
+}
+
+fn preflight(origin: Option<http::HeaderValue>, req: &HeaderMap) -> Response<Body> {
+    use http::HeaderValue as V;
+    let Some(origin) = origin else {
+        // No Origin, or one not allowed: no CORS grant.
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = http::StatusCode::FORBIDDEN;
+        return r;
+    };
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = http::StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    add_cors(h, origin);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        V::from_static("GET, POST, DELETE"),
+    );
+    // Grant the requested headers that an MCP client sends: the fixed set
+    // plus any `Mcp-Param-*` (SEP-2243), which no static list can name.
+    const ALLOWED: &[&str] = &[
+        "authorization",
+        "content-type",
+        "accept",
+        "last-event-id",
+        "mcp-protocol-version",
+        "mcp-session-id",
+        "mcp-method",
+        "mcp-name",
+    ];
+    let granted: Vec<String> = req
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(',')
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| ALLOWED.contains(&n.as_str()) || n.starts_with("mcp-param-"))
+        .collect();
+    if let Ok(v) = V::from_str(&granted.join(", ")) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
+    }
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, V::from_static("600"));
+    r
 }
 
 async fn run(

@@ -908,3 +908,58 @@ write_note = ["notes:write"]
         403
     );
 }
+
+#[tokio::test]
+async fn cors_preflight_and_exposed_headers_for_allowed_origins_only() {
+    let s = Setup::new().await;
+    let preflight = |origin: String| {
+        let url = s.team();
+        async move {
+            client()
+                .request(http::Method::OPTIONS, url)
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header(
+                    "access-control-request-headers",
+                    "authorization, content-type, mcp-param-region, x-evil",
+                )
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = preflight(s.gw.base.clone()).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        s.gw.base.as_str()
+    );
+    assert_eq!(
+        r.headers()["access-control-allow-headers"],
+        "authorization, content-type, mcp-param-region"
+    );
+    let r = preflight("http://evil.example".into()).await;
+    assert_eq!(r.status(), 403);
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    // A 401 to an allowed browser origin exposes the challenge.
+    let r = client()
+        .post(s.team())
+        .header("origin", s.gw.base.clone())
+        .header("content-type", "application/json")
+        .body(call(1, "echo").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        s.gw.base.as_str()
+    );
+    assert!(
+        r.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("www-authenticate")
+    );
+    assert!(s.up.seen().is_empty());
+}
