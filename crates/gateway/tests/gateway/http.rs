@@ -56,13 +56,6 @@ auth = "none"
     }
 }
 
-pub fn www_auth(r: &reqwest::Response) -> String {
-    r.headers()
-        .get("www-authenticate")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn rfc9728_3_prm_document_per_route() {
     let s = Setup::new().await;
@@ -96,7 +89,7 @@ async fn rfc9728_5_1_missing_token_gets_challenge_and_jsonrpc_body() {
     let r = rpc(&s.team(), None, &list(41)).await;
     assert_eq!(r.status(), 401);
     assert_eq!(
-        www_auth(&r),
+        www_auth_of(&r),
         format!(
             "Bearer scope=\"mcp\", resource_metadata=\"{}\"",
             s.gw.url("/.well-known/oauth-protected-resource/team/mcp")
@@ -218,7 +211,7 @@ async fn bad_token_matrix_is_refused_and_upstream_sees_nothing() {
     for (name, token) in &cases {
         let r = rpc(&team, Some(token), &call(7, "echo")).await;
         assert_eq!(r.status(), 401, "{name}");
-        let ch = www_auth(&r);
+        let ch = www_auth_of(&r);
         assert!(
             ch.starts_with("Bearer error=\"invalid_token\""),
             "{name}: {ch}"
@@ -236,7 +229,7 @@ async fn rfc6750_2_3_token_in_query_string_is_refused() {
     let url = format!("{}?access_token={}", s.team(), s.good_token());
     let r = rpc(&url, None, &call(1, "echo")).await;
     assert_eq!(r.status(), 400);
-    assert!(www_auth(&r).contains("error=\"invalid_request\""));
+    assert!(www_auth_of(&r).contains("error=\"invalid_request\""));
     // Even alongside a valid header the query token is refused.
     let r = rpc(&url, Some(&s.good_token()), &call(1, "echo")).await;
     assert_eq!(r.status(), 400);
@@ -249,7 +242,7 @@ async fn mcp_scope_step_up_names_every_needed_scope() {
     let r = rpc(&s.team(), Some(&s.good_token()), &call(2, "write_note")).await;
     assert_eq!(r.status(), 403);
     assert_eq!(
-        www_auth(&r),
+        www_auth_of(&r),
         format!(
             "Bearer error=\"insufficient_scope\", scope=\"mcp notes:write\", resource_metadata=\"{}\"",
             s.gw.url("/.well-known/oauth-protected-resource/team/mcp")
@@ -264,7 +257,7 @@ async fn mcp_scope_step_up_names_every_needed_scope() {
     )
     .await;
     assert_eq!(r.status(), 403);
-    assert!(www_auth(&r).contains("scope=\"mcp\""));
+    assert!(www_auth_of(&r).contains("scope=\"mcp\""));
     assert!(s.up.seen().is_empty());
     // With the step-up scope it goes through.
     let t = s.iss.token(&s.team(), "mcp notes:write");
@@ -550,7 +543,7 @@ async fn expired_api_key_is_refused() {
     let k = std::str::from_utf8(key.key.expose()).unwrap().to_owned();
     let r = rpc(&s.team(), Some(&k), &call(1, "echo")).await;
     assert_eq!(r.status(), 401);
-    assert!(www_auth(&r).contains("expired"));
+    assert!(www_auth_of(&r).contains("expired"));
     assert!(s.up.seen().is_empty());
 }
 

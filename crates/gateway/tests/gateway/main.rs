@@ -5,5 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod http;
+mod replicas;
 mod stdio;
 mod support;

@@ -259,14 +259,22 @@ impl Gw {
     /// Starts a gateway; `routes_and_issuers` is TOML appended after
     /// `listen`, `public_url` and `[storage]` (use `{PUBLIC}` for the base).
     pub async fn start(routes_and_issuers: &str) -> Self {
+        Self::start_with_storage(routes_and_issuers, None).await
+    }
+
+    /// Like [`Gw::start`], on the given storage URL (default: a fresh
+    /// SQLite file).
+    pub async fn start_with_storage(routes_and_issuers: &str, storage: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let base = format!("http://{addr}");
+        let storage = storage
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("sqlite://{}/gw.db", dir.path().display()));
         let text = format!(
-            "listen = \"{addr}\"\npublic_url = \"{base}\"\n{}\n[storage]\nurl = \"sqlite://{}/gw.db\"\n",
+            "listen = \"{addr}\"\npublic_url = \"{base}\"\n{}\n[storage]\nurl = \"{storage}\"\n",
             routes_and_issuers.replace("{PUBLIC}", &base),
-            dir.path().display()
         );
         // Tables must come after top-level keys; re-order the [storage] table
         // by parsing as given (TOML allows tables in any order).
@@ -325,4 +333,11 @@ pub fn call(id: u64, tool: &str) -> Value {
 
 pub fn list(id: u64) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"})
+}
+
+pub fn www_auth_of(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
 }
