@@ -14,8 +14,10 @@
 
 pub mod apikey;
 pub mod jwt;
+pub mod master;
 pub mod secret;
 pub mod session;
+pub mod signing;
 
 use aws_lc_rs::rand::SecureRandom as _;
 
