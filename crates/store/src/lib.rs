@@ -3,13 +3,17 @@
 //!
 //! # Trust boundary
 //!
-//! The store holds what the gateway must remember across restarts (API keys
-//! today) and is shared by the running `serve` process and admin CLI commands.
-//! It never sees a secret: callers hash secrets (in `mcpgate-crypto`) before
-//! they reach this crate, and only the 32-byte hash is written. Anyone who
-//! reads the database learns key ids, names, routes and scopes, not keys.
-//! Lookups compare ids, not secrets; constant-time comparison of the hash is
-//! the caller's job.
+//! The store holds what the gateway must remember across restarts (API keys,
+//! and the built-in authorization server's signing keys and OAuth clients)
+//! and is shared by the running `serve` process, its replicas and admin CLI
+//! commands. It never sees a secret: callers hash secrets (in
+//! `mcpgate-crypto`) before they reach this crate, and only the 32-byte hash
+//! is written; private signing keys arrive already encrypted and are stored
+//! as opaque bytes. Anyone who reads the database learns key ids, names,
+//! routes, scopes, client metadata and public keys, not secrets or private
+//! keys. Lookups compare ids, not secrets; constant-time comparison of the
+//! hash is the caller's job. The `Debug` output of records never shows a
+//! hash or key material.
 //!
 //! # Tenancy
 //!
@@ -70,6 +74,143 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<i64>,
 }
 
+/// Where a signing key is in its life cycle: `Next` (published in the JWKS
+/// ahead of use, so verifiers have it before the first token it signs) →
+/// `Current` (signs new tokens) → `Retired` (no longer signs; published until
+/// its `publish_until`, then deleted). A tenant has at most one `Next` and
+/// one `Current` key; the database enforces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    Next,
+    Current,
+    Retired,
+}
+
+/// A signing key of the built-in authorization server, as stored.
+///
+/// Times are unix seconds. Not `Debug`-derived: the private key, although
+/// encrypted, is shown as its length only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    pub tenant_id: String,
+    /// Key id (JWS `kid`), unique within the tenant.
+    pub kid: String,
+    /// JWS algorithm, e.g. `ES256`.
+    pub alg: String,
+    pub state: KeyState,
+    /// The private key, encrypted by the caller; opaque to the store.
+    pub private_key_enc: Vec<u8>,
+    /// The public key as a JWK (JSON text), as published.
+    pub public_jwk: String,
+    pub created_at: i64,
+    /// When the key became `Current`.
+    pub activated_at: Option<i64>,
+    /// When the key became `Retired`.
+    pub retired_at: Option<i64>,
+    /// A retired key stays in the JWKS until then, and is deleted after.
+    pub publish_until: Option<i64>,
+}
+
+impl fmt::Debug for SigningKeyRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKeyRecord")
+            .field("tenant_id", &self.tenant_id)
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("state", &self.state)
+            .field(
+                "private_key_enc",
+                &format_args!("<{} bytes>", self.private_key_enc.len()),
+            )
+            .field("public_jwk", &self.public_jwk)
+            .field("created_at", &self.created_at)
+            .field("activated_at", &self.activated_at)
+            .field("retired_at", &self.retired_at)
+            .field("publish_until", &self.publish_until)
+            .finish()
+    }
+}
+
+/// An OAuth client of the built-in authorization server, as stored.
+///
+/// Times are unix seconds. Not `Debug`-derived: hashes are shown as present
+/// or absent only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientRecord {
+    pub tenant_id: String,
+    /// Unique within the tenant.
+    pub client_id: String,
+    pub name: String,
+    /// `none`, `client_secret_basic`, `client_secret_post` or
+    /// `private_key_jwt` (RFC 7591 §2); not interpreted by the store.
+    pub token_endpoint_auth_method: String,
+    /// Registered redirect URIs. No element may be empty or contain a
+    /// newline ([`StoreError::InvalidRecord`]): the list is stored
+    /// newline-separated. A redirect URI is absolute (RFC 6749 §3.1.2) and
+    /// has no raw whitespace (RFC 3986 §2), so neither restricts a valid one.
+    pub redirect_uris: Vec<String>,
+    /// Allowed grant types; stored like `redirect_uris`, same restriction.
+    pub grant_types: Vec<String>,
+    /// Space-separated scopes the client may request, if restricted.
+    pub scope: Option<String>,
+    /// The client's JWK Set (JSON text), for `private_key_jwt`.
+    pub jwks: Option<String>,
+    /// 32-byte hash of the client secret; the database rejects any other
+    /// length. `None` for clients that authenticate without a secret.
+    pub secret_hash: Option<Vec<u8>>,
+    /// The secret replaced by the last rotation (32-byte hash), accepted
+    /// until `previous_secret_valid_until`. The two are set together or not
+    /// at all (the database rejects one without the other).
+    pub previous_secret_hash: Option<Vec<u8>>,
+    pub previous_secret_valid_until: Option<i64>,
+    /// How the client was registered: `cli`, `dcr` (RFC 7591) or `cimd`
+    /// (client ID metadata document). `dcr` clients are subject to
+    /// [`Store::delete_unused_registrations`].
+    pub origin: String,
+    pub created_at: i64,
+    /// Last time the client was used ([`Store::touch_client`]).
+    pub last_used_at: Option<i64>,
+}
+
+impl fmt::Debug for ClientRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientRecord")
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field("name", &self.name)
+            .field(
+                "token_endpoint_auth_method",
+                &self.token_endpoint_auth_method,
+            )
+            .field("redirect_uris", &self.redirect_uris)
+            .field("grant_types", &self.grant_types)
+            .field("scope", &self.scope)
+            .field("jwks", &self.jwks)
+            .field("secret_hash", &Presence(self.secret_hash.is_some()))
+            .field(
+                "previous_secret_hash",
+                &Presence(self.previous_secret_hash.is_some()),
+            )
+            .field(
+                "previous_secret_valid_until",
+                &self.previous_secret_valid_until,
+            )
+            .field("origin", &self.origin)
+            .field("created_at", &self.created_at)
+            .field("last_used_at", &self.last_used_at)
+            .finish()
+    }
+}
+
+/// `Debug`s as `Some(<redacted>)` or `None`.
+struct Presence(bool);
+
+impl fmt::Debug for Presence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0 { "Some(<redacted>)" } else { "None" })
+    }
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -87,9 +228,15 @@ pub enum StoreError {
     /// migrated by a newer mcpgate or an applied migration was edited.
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    /// A row with the same key (tenant and id) already exists.
+    /// A row with the same key (tenant and id) already exists, or the
+    /// record would break another uniqueness rule (a second `current` or
+    /// `next` signing key for the tenant).
     #[error("a record with this id already exists")]
     Duplicate,
+    /// The caller passed a record the store cannot represent or that
+    /// contradicts the call; nothing was written. Carries which rule failed.
+    #[error("invalid record: {0}")]
+    InvalidRecord(&'static str),
 }
 
 /// Persistent gateway state. Implementations are cheap to share (`Arc`) and
@@ -111,6 +258,93 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Marks the key revoked at `at`. Returns `true` if the key existed and
     /// was not revoked yet; an earlier revocation time is never overwritten.
     async fn revoke_api_key(&self, tenant: &str, id: &str, at: i64) -> Result<bool, StoreError>;
+
+    /// Inserts a signing key; [`StoreError::Duplicate`] if `(tenant_id, kid)`
+    /// is taken, or if the key is `Current` (or `Next`) and the tenant already
+    /// has a `Current` (or `Next`) key.
+    ///
+    /// This is how the first keys are created: a replica that finds no keys
+    /// inserts a current and a next key. When two replicas do that at once,
+    /// the database admits one current key and one next key per tenant, so
+    /// the slower replica gets `Duplicate` on its first insert; it must then
+    /// reread [`signing_keys`](Store::signing_keys) and use the winner's keys
+    /// rather than its own.
+    async fn insert_signing_key(&self, rec: &SigningKeyRecord) -> Result<(), StoreError>;
+
+    /// All signing keys of `tenant` (any state), ordered by `created_at`,
+    /// then `kid` (bytewise).
+    async fn signing_keys(&self, tenant: &str) -> Result<Vec<SigningKeyRecord>, StoreError>;
+
+    /// Rotates the tenant's keys in one transaction: the `current` key (if
+    /// any) becomes `retired`, with `retired_at = now` and `publish_until =
+    /// retire_publish_until`; the key `next_kid` becomes `current`, with
+    /// `activated_at = now`; and `new_next` is inserted (it must be in state
+    /// `next` and of `tenant`, else [`StoreError::InvalidRecord`]).
+    ///
+    /// Returns `Ok(false)`, changing nothing, if `next_kid` is not (or no
+    /// longer) the tenant's `next` key, e.g. because another replica rotated
+    /// first: of concurrent rotations with the same `next_kid`, across
+    /// processes, exactly one returns `true`. [`StoreError::Duplicate`] if
+    /// `new_next.kid` is taken; nothing changes then either.
+    async fn rotate_signing_keys(
+        &self,
+        tenant: &str,
+        next_kid: &str,
+        new_next: &SigningKeyRecord,
+        now: i64,
+        retire_publish_until: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes the tenant's `retired` keys whose `publish_until` is before
+    /// `now`; returns how many. Keys in other states, and retired keys
+    /// without `publish_until`, are kept.
+    async fn delete_expired_signing_keys(&self, tenant: &str, now: i64) -> Result<u64, StoreError>;
+
+    /// Inserts a client; [`StoreError::Duplicate`] if `(tenant_id, client_id)`
+    /// is taken, [`StoreError::InvalidRecord`] if a `redirect_uris` or
+    /// `grant_types` element is empty or contains a newline.
+    async fn insert_client(&self, rec: &ClientRecord) -> Result<(), StoreError>;
+
+    /// The client `client_id` of `tenant`.
+    async fn client(
+        &self,
+        tenant: &str,
+        client_id: &str,
+    ) -> Result<Option<ClientRecord>, StoreError>;
+
+    /// All clients of `tenant`, ordered by `created_at`, then `client_id`
+    /// (bytewise).
+    async fn list_clients(&self, tenant: &str) -> Result<Vec<ClientRecord>, StoreError>;
+
+    /// Deletes the client; `true` if it existed.
+    async fn delete_client(&self, tenant: &str, client_id: &str) -> Result<bool, StoreError>;
+
+    /// Sets the client's secret hash to `new_hash`. The replaced hash becomes
+    /// `previous_secret_hash`, valid until `old_valid_until` (grace period);
+    /// a hash that was already previous is dropped. A client that had no
+    /// secret gets none as previous. Returns `false` if there is no such
+    /// client.
+    async fn rotate_client_secret(
+        &self,
+        tenant: &str,
+        client_id: &str,
+        new_hash: &[u8],
+        old_valid_until: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Records that the client was used at `at`. `last_used_at` never moves
+    /// backwards (replicas' clocks differ slightly); an unknown client is
+    /// ignored.
+    async fn touch_client(&self, tenant: &str, client_id: &str, at: i64) -> Result<(), StoreError>;
+
+    /// Deletes the tenant's dynamically registered clients (origin `dcr`)
+    /// created before `created_before` and never used (`last_used_at` unset);
+    /// returns how many.
+    async fn delete_unused_registrations(
+        &self,
+        tenant: &str,
+        created_before: i64,
+    ) -> Result<u64, StoreError>;
 
     /// The backend's name: `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;

@@ -17,20 +17,35 @@ use sqlx::{Connection, SqlSafeStr};
 use crate::StoreError;
 
 /// `(version, description, sql)`, in version order. Append; never edit an
-/// applied entry (its checksum is recorded and checked on every open).
+/// applied entry (its checksum is recorded and checked on every open). The
+/// description is the file name's, `_` read as a space, as `sqlx migrate` has it.
 type Migrations = &'static [(i64, &'static str, &'static str)];
 
-const SQLITE: Migrations = &[(
-    1,
-    "init",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-)];
+const SQLITE: Migrations = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "authorization server",
+        include_str!("../migrations/sqlite/0002_authorization_server.sql"),
+    ),
+];
 
-const POSTGRES: Migrations = &[(
-    1,
-    "init",
-    include_str!("../migrations/postgres/0001_init.sql"),
-)];
+const POSTGRES: Migrations = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "authorization server",
+        include_str!("../migrations/postgres/0002_authorization_server.sql"),
+    ),
+];
 
 fn migrator(migrations: Migrations) -> Migrator {
     Migrator::with_migrations(

@@ -2,8 +2,10 @@
 //!
 //! Queries are written once, with `$N` placeholders, which PostgreSQL and
 //! sqlx's SQLite driver both bind by number, and dispatched to the backend's
-//! pool by [`with_pool!`]. Every query on a tenant's rows filters by
-//! `tenant_id`.
+//! pool by [`with_pool!`] (or, for several statements in one transaction,
+//! [`with_write_tx!`]). Every query on a tenant's rows filters by
+//! `tenant_id`. API keys live here; the authorization server's tables in the
+//! submodules.
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,7 +17,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::{ApiKeyRecord, Store, StoreError, migrate};
+use crate::{ApiKeyRecord, ClientRecord, SigningKeyRecord, Store, StoreError, migrate};
 
 /// How long a SQLite connection waits for another process's write lock.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,6 +46,33 @@ macro_rules! with_pool {
         }
     };
 }
+
+/// Evaluates `$body` with `$tx` bound to a new write transaction on the
+/// backend's pool. `$body` commits; if it returns first (`?`, `return`),
+/// dropping `$tx` rolls back.
+macro_rules! with_write_tx {
+    ($store:expr, $tx:ident => $body:expr) => {
+        match &$store.pool {
+            // IMMEDIATE takes SQLite's write lock at BEGIN, where the busy
+            // timeout applies. A deferred transaction reads first and takes
+            // the lock at its first write; if another connection committed
+            // in between, that upgrade fails with SQLITE_BUSY_SNAPSHOT,
+            // which the busy timeout does not retry.
+            Pool::Sqlite(pool) => {
+                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                $body
+            }
+            Pool::Postgres(pool) => {
+                let mut $tx = pool.begin().await?;
+                $body
+            }
+        }
+    };
+}
+
+// Declared after the macros, which are in scope in them.
+mod clients;
+mod signing_keys;
 
 impl SqlStore {
     pub(crate) async fn open_sqlite(url: &str) -> Result<Self, StoreError> {
@@ -158,10 +187,7 @@ impl Store for SqlStore {
                 .await
                 .map(drop)
         });
-        result.map_err(|err| match &err {
-            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate,
-            _ => StoreError::Database(err),
-        })
+        result.map_err(insert_error)
     }
 
     async fn api_key(&self, tenant: &str, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
@@ -200,11 +226,85 @@ impl Store for SqlStore {
         Ok(updated == 1)
     }
 
+    async fn insert_signing_key(&self, rec: &SigningKeyRecord) -> Result<(), StoreError> {
+        signing_keys::insert(self, rec).await
+    }
+
+    async fn signing_keys(&self, tenant: &str) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        signing_keys::list(self, tenant).await
+    }
+
+    async fn rotate_signing_keys(
+        &self,
+        tenant: &str,
+        next_kid: &str,
+        new_next: &SigningKeyRecord,
+        now: i64,
+        retire_publish_until: i64,
+    ) -> Result<bool, StoreError> {
+        signing_keys::rotate(self, tenant, next_kid, new_next, now, retire_publish_until).await
+    }
+
+    async fn delete_expired_signing_keys(&self, tenant: &str, now: i64) -> Result<u64, StoreError> {
+        signing_keys::delete_expired(self, tenant, now).await
+    }
+
+    async fn insert_client(&self, rec: &ClientRecord) -> Result<(), StoreError> {
+        clients::insert(self, rec).await
+    }
+
+    async fn client(
+        &self,
+        tenant: &str,
+        client_id: &str,
+    ) -> Result<Option<ClientRecord>, StoreError> {
+        clients::get(self, tenant, client_id).await
+    }
+
+    async fn list_clients(&self, tenant: &str) -> Result<Vec<ClientRecord>, StoreError> {
+        clients::list(self, tenant).await
+    }
+
+    async fn delete_client(&self, tenant: &str, client_id: &str) -> Result<bool, StoreError> {
+        clients::delete(self, tenant, client_id).await
+    }
+
+    async fn rotate_client_secret(
+        &self,
+        tenant: &str,
+        client_id: &str,
+        new_hash: &[u8],
+        old_valid_until: i64,
+    ) -> Result<bool, StoreError> {
+        clients::rotate_secret(self, tenant, client_id, new_hash, old_valid_until).await
+    }
+
+    async fn touch_client(&self, tenant: &str, client_id: &str, at: i64) -> Result<(), StoreError> {
+        clients::touch(self, tenant, client_id, at).await
+    }
+
+    async fn delete_unused_registrations(
+        &self,
+        tenant: &str,
+        created_before: i64,
+    ) -> Result<u64, StoreError> {
+        clients::delete_unused_registrations(self, tenant, created_before).await
+    }
+
     fn backend(&self) -> &'static str {
         match self.pool {
             Pool::Sqlite(_) => "sqlite",
             Pool::Postgres(_) => "postgres",
         }
+    }
+}
+
+/// An INSERT's error: a unique violation (primary key or unique index) is
+/// [`StoreError::Duplicate`].
+fn insert_error(err: sqlx::Error) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate,
+        _ => StoreError::Database(err),
     }
 }
 

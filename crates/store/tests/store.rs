@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use mcpgate_store::{ApiKeyRecord, DEFAULT_TENANT, Store, StoreError, open};
+use mcpgate_store::{
+    ApiKeyRecord, ClientRecord, DEFAULT_TENANT, KeyState, SigningKeyRecord, Store, StoreError, open,
+};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use tempfile::TempDir;
 
@@ -328,6 +330,615 @@ both_backends! {
     }
 }
 
+/// Distinctive filler for encrypted private keys and secret hashes: `Debug`
+/// output must never contain these bytes, in any notation.
+const KEY_BYTE: u8 = 0xC7;
+const HASH_BYTE: u8 = 0xB3;
+
+fn signing_key(tenant: &str, kid: &str, state: KeyState, created_at: i64) -> SigningKeyRecord {
+    SigningKeyRecord {
+        tenant_id: tenant.to_owned(),
+        kid: kid.to_owned(),
+        alg: "ES256".to_owned(),
+        state,
+        private_key_enc: vec![KEY_BYTE; 61],
+        public_jwk: format!(r#"{{"kty":"EC","crv":"P-256","kid":"{kid}","x":"x","y":"y"}}"#),
+        created_at,
+        activated_at: (state != KeyState::Next).then_some(created_at + 1),
+        retired_at: (state == KeyState::Retired).then_some(created_at + 2),
+        publish_until: (state == KeyState::Retired).then_some(created_at + 3),
+    }
+}
+
+/// A confidential client registered dynamically.
+fn client(tenant: &str, client_id: &str, created_at: i64) -> ClientRecord {
+    ClientRecord {
+        tenant_id: tenant.to_owned(),
+        client_id: client_id.to_owned(),
+        name: format!("client {client_id}"),
+        token_endpoint_auth_method: "client_secret_basic".to_owned(),
+        redirect_uris: vec![
+            "https://app.example/cb".to_owned(),
+            "http://127.0.0.1:8080/callback?x=1".to_owned(),
+        ],
+        grant_types: vec!["authorization_code".to_owned(), "refresh_token".to_owned()],
+        scope: Some("repo:read issues:write".to_owned()),
+        jwks: None,
+        secret_hash: Some(vec![HASH_BYTE; 32]),
+        previous_secret_hash: None,
+        previous_secret_valid_until: None,
+        origin: "dcr".to_owned(),
+        created_at,
+        last_used_at: None,
+    }
+}
+
+/// `(kid, state)` of the tenant's keys, in list order.
+async fn key_states(store: &Arc<dyn Store>, tenant: &str) -> Vec<(String, KeyState)> {
+    store
+        .signing_keys(tenant)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| (k.kid, k.state))
+        .collect()
+}
+
+fn states(list: &[(&str, KeyState)]) -> Vec<(String, KeyState)> {
+    list.iter()
+        .map(|&(kid, state)| (kid.to_owned(), state))
+        .collect()
+}
+
+both_backends! {
+    async fn signing_keys_round_trip_ordered_by_created_at_then_kid(db: &Db) {
+        let store = db.open().await;
+        // Inserted out of order; "B" < "a" bytewise, whatever the locale.
+        let keys = [
+            signing_key(DEFAULT_TENANT, "a", KeyState::Current, 20),
+            signing_key(DEFAULT_TENANT, "n", KeyState::Next, 30),
+            signing_key(DEFAULT_TENANT, "B", KeyState::Retired, 20),
+            signing_key(DEFAULT_TENANT, "r", KeyState::Retired, 10),
+        ];
+        for key in &keys {
+            store.insert_signing_key(key).await.unwrap();
+        }
+        let [current, next, retired_b, retired_r] = keys;
+        assert_eq!(
+            store.signing_keys(DEFAULT_TENANT).await.unwrap(),
+            [retired_r, retired_b, current, next]
+        );
+    }
+
+    async fn signing_key_with_taken_kid_is_duplicate(db: &Db) {
+        let store = db.open().await;
+        let first = signing_key(DEFAULT_TENANT, "k", KeyState::Retired, 1);
+        store.insert_signing_key(&first).await.unwrap();
+        let second = SigningKeyRecord {
+            alg: "RS256".to_owned(),
+            ..signing_key(DEFAULT_TENANT, "k", KeyState::Retired, 2)
+        };
+        let err = store.insert_signing_key(&second).await.unwrap_err();
+        assert!(matches!(err, StoreError::Duplicate), "{err:?}");
+        assert_eq!(store.signing_keys(DEFAULT_TENANT).await.unwrap(), [first]);
+    }
+
+    async fn tenant_has_at_most_one_current_and_one_next_key(db: &Db) {
+        let store = db.open().await;
+        for (kid, state) in [("c1", KeyState::Current), ("n1", KeyState::Next)] {
+            store.insert_signing_key(&signing_key(DEFAULT_TENANT, kid, state, 1)).await.unwrap();
+        }
+        for (kid, state) in [("c2", KeyState::Current), ("n2", KeyState::Next)] {
+            let err = store
+                .insert_signing_key(&signing_key(DEFAULT_TENANT, kid, state, 2))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StoreError::Duplicate), "{kid}: {err:?}");
+        }
+        // Any number of retired keys; other tenants have their own.
+        for kid in ["r1", "r2"] {
+            let key = signing_key(DEFAULT_TENANT, kid, KeyState::Retired, 3);
+            store.insert_signing_key(&key).await.unwrap();
+        }
+        for (kid, state) in [("c1", KeyState::Current), ("n1", KeyState::Next)] {
+            store.insert_signing_key(&signing_key("acme", kid, state, 1)).await.unwrap();
+        }
+        assert_eq!(
+            key_states(&store, DEFAULT_TENANT).await,
+            states(&[
+                ("c1", KeyState::Current),
+                ("n1", KeyState::Next),
+                ("r1", KeyState::Retired),
+                ("r2", KeyState::Retired),
+            ])
+        );
+    }
+
+    async fn replicas_bootstrapping_at_once_end_with_one_current_key(db: &Db) {
+        // Each replica found no keys and inserts a current, then a next key;
+        // on `Duplicate` it gives up and uses the winner's keys.
+        let stores = [db.open().await, db.open().await];
+        let replicas = ["a", "b"].into_iter().zip(stores).map(|(name, store)| {
+            tokio::spawn(async move {
+                let kid = format!("{name}-current");
+                let current = signing_key(DEFAULT_TENANT, &kid, KeyState::Current, 1);
+                match store.insert_signing_key(&current).await {
+                    Ok(()) => {}
+                    Err(StoreError::Duplicate) => return false,
+                    Err(err) => panic!("{err:?}"),
+                }
+                let kid = format!("{name}-next");
+                let next = signing_key(DEFAULT_TENANT, &kid, KeyState::Next, 1);
+                store.insert_signing_key(&next).await.unwrap();
+                true
+            })
+        });
+        let mut winners = Vec::new();
+        for (name, replica) in ["a", "b"].into_iter().zip(replicas.collect::<Vec<_>>()) {
+            if replica.await.unwrap() {
+                winners.push(name);
+            }
+        }
+        let [winner] = winners[..] else { panic!("winners: {winners:?}") };
+        let store = db.open().await;
+        assert_eq!(
+            key_states(&store, DEFAULT_TENANT).await,
+            states(&[
+                (&format!("{winner}-current"), KeyState::Current),
+                (&format!("{winner}-next"), KeyState::Next),
+            ])
+        );
+    }
+
+    async fn rotation_retires_current_promotes_next_and_adds_new_next(db: &Db) {
+        let store = db.open().await;
+        let old = signing_key(DEFAULT_TENANT, "k0", KeyState::Retired, 10);
+        let current = signing_key(DEFAULT_TENANT, "k1", KeyState::Current, 100);
+        let next = signing_key(DEFAULT_TENANT, "k2", KeyState::Next, 200);
+        for key in [&old, &current, &next] {
+            store.insert_signing_key(key).await.unwrap();
+        }
+        let new_next = signing_key(DEFAULT_TENANT, "k3", KeyState::Next, 1_000);
+
+        let rotated = store
+            .rotate_signing_keys(DEFAULT_TENANT, "k2", &new_next, 1_000, 2_000)
+            .await
+            .unwrap();
+        assert!(rotated);
+        let retired = SigningKeyRecord {
+            state: KeyState::Retired,
+            retired_at: Some(1_000),
+            publish_until: Some(2_000),
+            ..current
+        };
+        let promoted = SigningKeyRecord {
+            state: KeyState::Current,
+            activated_at: Some(1_000),
+            ..next
+        };
+        assert_eq!(
+            store.signing_keys(DEFAULT_TENANT).await.unwrap(),
+            [old, retired, promoted, new_next]
+        );
+    }
+
+    async fn rotation_with_a_kid_that_is_not_next_changes_nothing(db: &Db) {
+        let store = db.open().await;
+        for (kid, state) in [
+            ("old", KeyState::Retired),
+            ("cur", KeyState::Current),
+            ("nxt", KeyState::Next),
+        ] {
+            store.insert_signing_key(&signing_key(DEFAULT_TENANT, kid, state, 1)).await.unwrap();
+        }
+        let before = store.signing_keys(DEFAULT_TENANT).await.unwrap();
+        let new_next = signing_key(DEFAULT_TENANT, "new", KeyState::Next, 5);
+        for stale in ["old", "cur", "missing"] {
+            let rotated = store
+                .rotate_signing_keys(DEFAULT_TENANT, stale, &new_next, 5, 50)
+                .await
+                .unwrap();
+            assert!(!rotated, "{stale}");
+        }
+        assert_eq!(store.signing_keys(DEFAULT_TENANT).await.unwrap(), before);
+    }
+
+    async fn rotation_is_all_or_nothing(db: &Db) {
+        let store = db.open().await;
+        for (kid, state) in [("cur", KeyState::Current), ("nxt", KeyState::Next)] {
+            store.insert_signing_key(&signing_key(DEFAULT_TENANT, kid, state, 1)).await.unwrap();
+        }
+        let before = store.signing_keys(DEFAULT_TENANT).await.unwrap();
+
+        // The new next key's kid is taken: its insert, the last step, fails
+        // after the others ran, and they are rolled back.
+        let taken = signing_key(DEFAULT_TENANT, "cur", KeyState::Next, 5);
+        let err = store
+            .rotate_signing_keys(DEFAULT_TENANT, "nxt", &taken, 5, 50)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Duplicate), "{err:?}");
+        assert_eq!(store.signing_keys(DEFAULT_TENANT).await.unwrap(), before);
+
+        // A new next key that is not `next`, or of another tenant, is refused
+        // before anything is written.
+        for bad in [
+            signing_key(DEFAULT_TENANT, "new", KeyState::Current, 5),
+            signing_key("acme", "new", KeyState::Next, 5),
+        ] {
+            let err = store
+                .rotate_signing_keys(DEFAULT_TENANT, "nxt", &bad, 5, 50)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StoreError::InvalidRecord(_)), "{err:?}");
+        }
+        assert_eq!(store.signing_keys(DEFAULT_TENANT).await.unwrap(), before);
+        assert_eq!(store.signing_keys("acme").await.unwrap(), []);
+    }
+
+    async fn concurrent_rotations_with_the_same_next_kid_exactly_one_wins(db: &Db) {
+        // Two replicas (two handles, two pools) decide to rotate at the same
+        // moment, several rounds in a row.
+        let replicas = [db.open().await, db.open().await];
+        for (kid, state) in [("cur", KeyState::Current), ("next-0", KeyState::Next)] {
+            replicas[0]
+                .insert_signing_key(&signing_key(DEFAULT_TENANT, kid, state, 0))
+                .await
+                .unwrap();
+        }
+        let mut next_kid = "next-0".to_owned();
+        for round in 1..=5 {
+            let tasks = ["a", "b"].into_iter().zip(&replicas).map(|(name, store)| {
+                let store = Arc::clone(store);
+                let next_kid = next_kid.clone();
+                let kid = format!("next-{round}-{name}");
+                let new_next = signing_key(DEFAULT_TENANT, &kid, KeyState::Next, round);
+                tokio::spawn(async move {
+                    let (now, publish_until) = (round, round * 10);
+                    let rotated = store
+                        .rotate_signing_keys(
+                            DEFAULT_TENANT,
+                            &next_kid,
+                            &new_next,
+                            now,
+                            publish_until,
+                        )
+                        .await
+                        .unwrap();
+                    rotated.then_some(new_next.kid)
+                })
+            });
+            let mut winners = Vec::new();
+            for task in tasks.collect::<Vec<_>>() {
+                winners.extend(task.await.unwrap());
+            }
+            let [winner] = &winners[..] else { panic!("round {round}: winners {winners:?}") };
+
+            let keys = replicas[1].signing_keys(DEFAULT_TENANT).await.unwrap();
+            let of = |state| -> Vec<&str> {
+                keys.iter().filter(|k| k.state == state).map(|k| k.kid.as_str()).collect()
+            };
+            assert_eq!(of(KeyState::Current), [next_kid.as_str()], "round {round}");
+            assert_eq!(of(KeyState::Next), [winner.as_str()], "round {round}");
+            assert_eq!(of(KeyState::Retired).len() as i64, round, "round {round}");
+            next_kid.clone_from(winner);
+        }
+    }
+
+    async fn retired_keys_are_deleted_once_their_publication_ends(db: &Db) {
+        let store = db.open().await;
+        let retired = |kid: &str, publish_until: Option<i64>| SigningKeyRecord {
+            publish_until,
+            ..signing_key(DEFAULT_TENANT, kid, KeyState::Retired, 1)
+        };
+        let expired = retired("expired", Some(99));
+        let kept = [
+            retired("until-now", Some(100)),
+            retired("until-later", Some(200)),
+            retired("no-deadline", None),
+            signing_key(DEFAULT_TENANT, "cur", KeyState::Current, 1),
+            signing_key(DEFAULT_TENANT, "nxt", KeyState::Next, 1),
+        ];
+        let other_tenant = SigningKeyRecord {
+            publish_until: Some(1),
+            ..signing_key("acme", "expired", KeyState::Retired, 1)
+        };
+        for key in kept.iter().chain([&expired, &other_tenant]) {
+            store.insert_signing_key(key).await.unwrap();
+        }
+
+        assert_eq!(store.delete_expired_signing_keys(DEFAULT_TENANT, 100).await.unwrap(), 1);
+        let mut left = store.signing_keys(DEFAULT_TENANT).await.unwrap();
+        left.sort_by(|a, b| a.kid.cmp(&b.kid));
+        let mut expected = kept.to_vec();
+        expected.sort_by(|a, b| a.kid.cmp(&b.kid));
+        assert_eq!(left, expected);
+        assert_eq!(store.delete_expired_signing_keys(DEFAULT_TENANT, 100).await.unwrap(), 0);
+        assert_eq!(store.signing_keys("acme").await.unwrap(), [other_tenant]);
+    }
+
+    async fn client_round_trip(db: &Db) {
+        let store = db.open().await;
+        let full = ClientRecord {
+            token_endpoint_auth_method: "private_key_jwt".to_owned(),
+            jwks: Some(r#"{"keys":[{"kty":"EC","crv":"P-256","x":"x","y":"y"}]}"#.to_owned()),
+            secret_hash: Some((0u8..32).collect()),
+            previous_secret_hash: Some((32u8..64).collect()),
+            previous_secret_valid_until: Some(5_000),
+            origin: "cli".to_owned(),
+            last_used_at: Some(4_000),
+            ..client(DEFAULT_TENANT, "full", 1_700_000_000)
+        };
+        // A public client with the fewest fields.
+        let bare = ClientRecord {
+            token_endpoint_auth_method: "none".to_owned(),
+            redirect_uris: vec![],
+            grant_types: vec!["authorization_code".to_owned()],
+            scope: None,
+            secret_hash: None,
+            origin: "cimd".to_owned(),
+            ..client(DEFAULT_TENANT, "https://app.example/client.json", 1)
+        };
+        for rec in [&full, &bare] {
+            store.insert_client(rec).await.unwrap();
+            let got = store.client(DEFAULT_TENANT, &rec.client_id).await.unwrap();
+            assert_eq!(got.as_ref(), Some(rec));
+        }
+        assert_eq!(store.client(DEFAULT_TENANT, "missing").await.unwrap(), None);
+    }
+
+    async fn clients_are_listed_by_created_at_then_client_id(db: &Db) {
+        let store = db.open().await;
+        for (id, at) in [("c", 20), ("b", 10), ("a", 20), ("B", 20), ("z", 5)] {
+            store.insert_client(&client(DEFAULT_TENANT, id, at)).await.unwrap();
+        }
+        let listed: Vec<(String, i64)> = store
+            .list_clients(DEFAULT_TENANT)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.client_id, c.created_at))
+            .collect();
+        let expected = [("z", 5), ("b", 10), ("B", 20), ("a", 20), ("c", 20)]
+            .map(|(id, at)| (id.to_owned(), at));
+        assert_eq!(listed, expected);
+    }
+
+    async fn client_with_taken_client_id_is_duplicate(db: &Db) {
+        let store = db.open().await;
+        let first = client(DEFAULT_TENANT, "dup", 1);
+        store.insert_client(&first).await.unwrap();
+        let second = ClientRecord { name: "second".to_owned(), ..client(DEFAULT_TENANT, "dup", 2) };
+        let err = store.insert_client(&second).await.unwrap_err();
+        assert!(matches!(err, StoreError::Duplicate), "{err:?}");
+        assert_eq!(store.list_clients(DEFAULT_TENANT).await.unwrap(), [first]);
+    }
+
+    async fn client_list_elements_that_cannot_round_trip_are_rejected(db: &Db) {
+        let store = db.open().await;
+        let bad = [
+            ClientRecord {
+                redirect_uris: vec!["https://a.example/cb\nhttps://evil.example/cb".to_owned()],
+                ..client(DEFAULT_TENANT, "c", 1)
+            },
+            ClientRecord { redirect_uris: vec![String::new()], ..client(DEFAULT_TENANT, "c", 1) },
+            ClientRecord {
+                grant_types: vec!["authorization_code\n".to_owned()],
+                ..client(DEFAULT_TENANT, "c", 1)
+            },
+        ];
+        for rec in bad {
+            let err = store.insert_client(&rec).await.unwrap_err();
+            assert!(matches!(err, StoreError::InvalidRecord(_)), "{rec:?}: {err:?}");
+        }
+        assert_eq!(store.list_clients(DEFAULT_TENANT).await.unwrap(), []);
+    }
+
+    async fn client_secret_hashes_are_32_bytes_and_a_previous_one_has_a_deadline(db: &Db) {
+        let store = db.open().await;
+        for len in [0, 31, 33] {
+            let bad = [
+                ClientRecord { secret_hash: Some(vec![1; len]), ..client(DEFAULT_TENANT, "c", 1) },
+                ClientRecord {
+                    previous_secret_hash: Some(vec![1; len]),
+                    previous_secret_valid_until: Some(9),
+                    ..client(DEFAULT_TENANT, "c", 1)
+                },
+            ];
+            for rec in bad {
+                let err = store.insert_client(&rec).await.unwrap_err();
+                assert!(matches!(err, StoreError::Database(_)), "{len} bytes: {err:?}");
+            }
+        }
+        let unbounded = [
+            ClientRecord {
+                previous_secret_hash: Some(vec![1; 32]),
+                ..client(DEFAULT_TENANT, "c", 1)
+            },
+            ClientRecord { previous_secret_valid_until: Some(9), ..client(DEFAULT_TENANT, "c", 1) },
+        ];
+        for rec in unbounded {
+            let err = store.insert_client(&rec).await.unwrap_err();
+            assert!(matches!(err, StoreError::Database(_)), "{rec:?}: {err:?}");
+        }
+
+        store.insert_client(&client(DEFAULT_TENANT, "c", 1)).await.unwrap();
+        let err = store.rotate_client_secret(DEFAULT_TENANT, "c", &[1; 31], 9).await.unwrap_err();
+        assert!(matches!(err, StoreError::Database(_)), "{err:?}");
+        let unchanged = client(DEFAULT_TENANT, "c", 1);
+        assert_eq!(store.list_clients(DEFAULT_TENANT).await.unwrap(), [unchanged]);
+    }
+
+    async fn delete_client_removes_that_client_only(db: &Db) {
+        let store = db.open().await;
+        let keep = client(DEFAULT_TENANT, "keep", 1);
+        store.insert_client(&keep).await.unwrap();
+        store.insert_client(&client(DEFAULT_TENANT, "gone", 2)).await.unwrap();
+
+        assert!(store.delete_client(DEFAULT_TENANT, "gone").await.unwrap());
+        assert!(!store.delete_client(DEFAULT_TENANT, "gone").await.unwrap());
+        assert_eq!(store.client(DEFAULT_TENANT, "gone").await.unwrap(), None);
+        assert_eq!(store.list_clients(DEFAULT_TENANT).await.unwrap(), [keep]);
+    }
+
+    async fn client_secret_rotation_keeps_the_previous_hash_until_its_deadline(db: &Db) {
+        let store = db.open().await;
+        let original = client(DEFAULT_TENANT, "c", 1);
+        store.insert_client(&original).await.unwrap();
+        let (h1, h2, h3) = (vec![HASH_BYTE; 32], vec![2; 32], vec![3; 32]);
+
+        assert!(store.rotate_client_secret(DEFAULT_TENANT, "c", &h2, 500).await.unwrap());
+        let rotated = ClientRecord {
+            secret_hash: Some(h2.clone()),
+            previous_secret_hash: Some(h1),
+            previous_secret_valid_until: Some(500),
+            ..original.clone()
+        };
+        assert_eq!(store.client(DEFAULT_TENANT, "c").await.unwrap(), Some(rotated));
+
+        // Rotating again within the grace period drops the oldest secret.
+        assert!(store.rotate_client_secret(DEFAULT_TENANT, "c", &h3, 900).await.unwrap());
+        let rotated_twice = ClientRecord {
+            secret_hash: Some(h3.clone()),
+            previous_secret_hash: Some(h2),
+            previous_secret_valid_until: Some(900),
+            ..original
+        };
+        assert_eq!(store.client(DEFAULT_TENANT, "c").await.unwrap(), Some(rotated_twice));
+
+        assert!(!store.rotate_client_secret(DEFAULT_TENANT, "missing", &h3, 900).await.unwrap());
+
+        // A client without a secret gets one, and no previous one.
+        let public = ClientRecord { secret_hash: None, ..client(DEFAULT_TENANT, "public", 1) };
+        store.insert_client(&public).await.unwrap();
+        assert!(store.rotate_client_secret(DEFAULT_TENANT, "public", &h3, 900).await.unwrap());
+        assert_eq!(
+            store.client(DEFAULT_TENANT, "public").await.unwrap(),
+            Some(ClientRecord { secret_hash: Some(h3), ..public })
+        );
+    }
+
+    async fn touching_a_client_records_its_last_use_and_never_goes_back(db: &Db) {
+        let store = db.open().await;
+        store.insert_client(&client(DEFAULT_TENANT, "c", 1)).await.unwrap();
+        for (at, expected) in [(100, 100), (50, 100), (200, 200)] {
+            store.touch_client(DEFAULT_TENANT, "c", at).await.unwrap();
+            let got = store.client(DEFAULT_TENANT, "c").await.unwrap().unwrap();
+            assert_eq!(got.last_used_at, Some(expected), "touched at {at}");
+        }
+        store.touch_client(DEFAULT_TENANT, "missing", 300).await.unwrap();
+        assert_eq!(store.client(DEFAULT_TENANT, "missing").await.unwrap(), None);
+    }
+
+    async fn unused_registrations_older_than_the_cutoff_are_deleted(db: &Db) {
+        let store = db.open().await;
+        let cutoff = 1_000;
+        let stale = client(DEFAULT_TENANT, "stale", cutoff - 1);
+        let kept = [
+            ClientRecord { last_used_at: Some(cutoff - 1), ..client(DEFAULT_TENANT, "used", 1) },
+            client(DEFAULT_TENANT, "at-cutoff", cutoff),
+            client(DEFAULT_TENANT, "recent", cutoff + 1),
+            ClientRecord { origin: "cli".to_owned(), ..client(DEFAULT_TENANT, "cli", 1) },
+            ClientRecord { origin: "cimd".to_owned(), ..client(DEFAULT_TENANT, "cimd", 1) },
+        ];
+        let other_tenant = client("acme", "stale", 1);
+        for rec in kept.iter().chain([&stale, &other_tenant]) {
+            store.insert_client(rec).await.unwrap();
+        }
+
+        assert_eq!(store.delete_unused_registrations(DEFAULT_TENANT, cutoff).await.unwrap(), 1);
+        assert_eq!(store.client(DEFAULT_TENANT, "stale").await.unwrap(), None);
+        let mut left = store.list_clients(DEFAULT_TENANT).await.unwrap();
+        left.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        let mut expected = kept.to_vec();
+        expected.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        assert_eq!(left, expected);
+        assert_eq!(store.list_clients("acme").await.unwrap(), [other_tenant]);
+    }
+
+    async fn tenant_isolation_for_signing_keys_and_clients(db: &Db) {
+        let store = db.open().await;
+        let keys = [
+            signing_key(DEFAULT_TENANT, "cur", KeyState::Current, 1),
+            signing_key(DEFAULT_TENANT, "nxt", KeyState::Next, 1),
+            SigningKeyRecord {
+                publish_until: Some(1),
+                ..signing_key(DEFAULT_TENANT, "old", KeyState::Retired, 1)
+            },
+        ];
+        for key in &keys {
+            store.insert_signing_key(key).await.unwrap();
+        }
+        let mine = client(DEFAULT_TENANT, "shared-id", 1);
+        store.insert_client(&mine).await.unwrap();
+
+        // Another tenant can neither see nor change any of it.
+        let theirs_next = signing_key("acme", "new", KeyState::Next, 2);
+        assert_eq!(store.signing_keys("acme").await.unwrap(), []);
+        assert!(!store.rotate_signing_keys("acme", "nxt", &theirs_next, 2, 3).await.unwrap());
+        assert_eq!(store.delete_expired_signing_keys("acme", 100).await.unwrap(), 0);
+        assert_eq!(store.client("acme", "shared-id").await.unwrap(), None);
+        assert_eq!(store.list_clients("acme").await.unwrap(), []);
+        assert!(!store.delete_client("acme", "shared-id").await.unwrap());
+        assert!(!store.rotate_client_secret("acme", "shared-id", &[9; 32], 5).await.unwrap());
+        store.touch_client("acme", "shared-id", 5).await.unwrap();
+        assert_eq!(store.delete_unused_registrations("acme", 100).await.unwrap(), 0);
+        assert_eq!(store.signing_keys(DEFAULT_TENANT).await.unwrap(), keys);
+        assert_eq!(store.list_clients(DEFAULT_TENANT).await.unwrap(), std::slice::from_ref(&mine));
+
+        // Kids and client ids are unique per tenant only, and each tenant
+        // has its own current key.
+        let theirs_key = signing_key("acme", "cur", KeyState::Current, 2);
+        store.insert_signing_key(&theirs_key).await.unwrap();
+        let theirs = ClientRecord { name: "theirs".to_owned(), ..client("acme", "shared-id", 2) };
+        store.insert_client(&theirs).await.unwrap();
+        assert_eq!(store.signing_keys("acme").await.unwrap(), [theirs_key]);
+        assert_eq!(store.list_clients("acme").await.unwrap(), [theirs]);
+        assert_eq!(store.list_clients(DEFAULT_TENANT).await.unwrap(), [mine]);
+    }
+}
+
+#[test]
+fn debug_of_records_shows_no_key_material_or_hashes() {
+    let key = signing_key(DEFAULT_TENANT, "k", KeyState::Current, 1);
+    let debug = format!("{key:?}");
+    assert!(debug.contains("private_key_enc: <61 bytes>"), "{debug}");
+    assert!(debug.contains(r#"kid: "k""#), "{debug}");
+
+    let rec = ClientRecord {
+        previous_secret_hash: Some(vec![HASH_BYTE; 32]),
+        previous_secret_valid_until: Some(9),
+        ..client(DEFAULT_TENANT, "c", 1)
+    };
+    let debug_client = format!("{rec:?}");
+    assert!(
+        debug_client.contains("secret_hash: Some(<redacted>)"),
+        "{debug_client}"
+    );
+    assert!(
+        debug_client.contains("previous_secret_hash: Some(<redacted>)"),
+        "{debug_client}"
+    );
+    let public = ClientRecord {
+        secret_hash: None,
+        ..client(DEFAULT_TENANT, "c", 1)
+    };
+    assert!(
+        format!("{public:?}").contains("secret_hash: None"),
+        "{public:?}"
+    );
+
+    for (debug, byte) in [(debug, KEY_BYTE), (debug_client, HASH_BYTE)] {
+        for notation in [
+            format!("{byte}, {byte}"),
+            format!("{byte:02x}{byte:02x}"),
+            format!("{byte:02X}{byte:02X}"),
+        ] {
+            assert!(!debug.contains(&notation), "{notation} in {debug}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn unsupported_url_scheme_is_rejected() {
     for (url, what) in [
@@ -389,7 +1000,15 @@ async fn sqlite_file_is_created_in_wal_mode() {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(tables, ["_sqlx_migrations", "api_keys"]);
+    assert_eq!(
+        tables,
+        [
+            "_sqlx_migrations",
+            "api_keys",
+            "oauth_clients",
+            "signing_keys"
+        ]
+    );
     drop(store);
 }
 
