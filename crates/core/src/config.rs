@@ -50,6 +50,9 @@ pub struct Config {
     pub scope_implies: BTreeMap<Scope, Vec<Scope>>,
     #[serde(default)]
     pub trusted_issuers: Vec<TrustedIssuer>,
+    /// The built-in authorization server (issuer = `public_url`).
+    #[serde(default)]
+    pub authorization_server: AuthorizationServer,
     #[serde(default)]
     pub routes: Vec<Route>,
     /// Where relative paths in this file are resolved (the file's directory).
@@ -194,6 +197,34 @@ impl Default for IdentityHeaders {
             subject: "X-MCP-Subject".into(),
             client_id: "X-MCP-Client-Id".into(),
             scopes: "X-MCP-Scopes".into(),
+        }
+    }
+}
+
+/// `[authorization_server]`: the gateway as its own issuer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthorizationServer {
+    pub enabled: bool,
+    /// Lifetime of issued access tokens.
+    pub access_token_ttl_secs: u64,
+    /// Days between automatic signing-key rotations.
+    pub key_rotation_days: u64,
+    /// File holding the master key that encrypts private keys at rest;
+    /// created (mode 0600) on first start. `MCPGATE_MASTER_KEY` overrides.
+    pub master_key_file: PathBuf,
+    /// Seconds a rotated client secret keeps working.
+    pub secret_rotation_grace_secs: u64,
+}
+
+impl Default for AuthorizationServer {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            access_token_ttl_secs: 600,
+            key_rotation_days: 30,
+            master_key_file: PathBuf::from("mcpgate-master.key"),
+            secret_rotation_grace_secs: 3600,
         }
     }
 }
@@ -499,6 +530,37 @@ impl Config {
                 // API keys alone are a valid set-up; nothing to refuse.
             }
         }
+        let a = &self.authorization_server;
+        if a.enabled {
+            if !(60..=86_400).contains(&a.access_token_ttl_secs) {
+                return Err(format!(
+                    "authorization_server.access_token_ttl_secs must be between 60 and 86400, not {}",
+                    a.access_token_ttl_secs
+                ));
+            }
+            if a.key_rotation_days == 0 {
+                return Err("authorization_server.key_rotation_days must be at least 1".into());
+            }
+            if self
+                .trusted_issuers
+                .iter()
+                .any(|i| i.issuer == self.public_url.as_str())
+            {
+                return Err(
+                    "trusted_issuers lists public_url, which is the built-in authorization \
+                     server's issuer when [authorization_server] is enabled; remove that entry"
+                        .into(),
+                );
+            }
+            for r in &self.routes {
+                if r.path.starts_with("/oauth/") || r.path == "/oauth" {
+                    return Err(format!(
+                        "routes: path {:?} is reserved for the authorization server's endpoints",
+                        r.path
+                    ));
+                }
+            }
+        }
         let mut issuers = std::collections::BTreeSet::new();
         for i in &self.trusted_issuers {
             if !issuers.insert(i.issuer.as_str()) {
@@ -537,6 +599,12 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The master key file, resolved against the configuration's directory.
+    pub fn master_key_path(&self) -> PathBuf {
+        self.base_dir
+            .join(&self.authorization_server.master_key_file)
     }
 
     /// The resource URI of a route.

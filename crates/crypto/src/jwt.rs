@@ -119,6 +119,12 @@ pub fn peek_header(token: &str, allowed: &[Algorithm]) -> Result<TokenHeader, Jw
     Ok(TokenHeader { alg, kid })
 }
 
+/// The keys of an issuer in this process (the built-in authorization
+/// server): read from memory, never fetched.
+pub trait KeySource: Send + Sync + std::fmt::Debug {
+    fn jwks(&self) -> std::sync::Arc<Jwks>;
+}
+
 /// One verification key from a JWKS.
 struct VerifyingKey {
     kid: Option<String>,

@@ -33,6 +33,8 @@ pub struct Issuer {
     keys: Mutex<KeyState>,
     /// Serialises fetches (single flight).
     fetch_lock: tokio::sync::Mutex<()>,
+    /// Keys held in this process (the built-in authorization server).
+    local: Option<Arc<dyn jwt::KeySource>>,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +66,24 @@ impl Issuer {
                 ..KeyState::default()
             }),
             fetch_lock: tokio::sync::Mutex::new(()),
+            local: None,
+        }
+    }
+
+    /// The built-in authorization server: same checks, keys from memory.
+    pub fn local(issuer: &str, source: Arc<dyn jwt::KeySource>) -> Self {
+        let config = TrustedIssuer {
+            issuer: issuer.to_owned(),
+            jwks_uri: None,
+            introspection_endpoint: None,
+            client_id: None,
+            client_secret: None,
+            audience: None,
+            algorithms: Some(vec!["ES256".into()]),
+        };
+        Self {
+            local: Some(source),
+            ..Self::new(config)
         }
     }
 
@@ -78,6 +98,9 @@ impl Issuer {
         http: &reqwest::Client,
         kid: Option<&str>,
     ) -> Result<Arc<Jwks>, AuthFailure> {
+        if let Some(local) = &self.local {
+            return Ok(local.jwks());
+        }
         let (current, need) = self.cached(kid);
         if !need && let Some(j) = current {
             return Ok(j);

@@ -71,6 +71,16 @@ impl Gateway {
     /// Builds the gateway. Must run inside a Tokio runtime (stdio routes
     /// start their reaper). Binds nothing.
     pub fn build(config: Config, store: Arc<dyn Store>) -> Result<Arc<Self>, BuildError> {
+        Self::build_with_local_issuer(config, store, None)
+    }
+
+    /// Like [`Gateway::build`], trusting also the built-in authorization
+    /// server (issuer = `public_url`) whose keys `local` holds in memory.
+    pub fn build_with_local_issuer(
+        config: Config,
+        store: Arc<dyn Store>,
+        local: Option<Arc<dyn mcpgate_crypto::jwt::KeySource>>,
+    ) -> Result<Arc<Self>, BuildError> {
         let metrics = Arc::new(Metrics::new());
         let http = proxy::http::client().map_err(|e| BuildError::Client(e.to_string()))?;
         let control =
@@ -80,10 +90,15 @@ impl Gateway {
             let rt = RouteRuntime::new(&config, r, http.clone(), metrics.clone())?;
             routes.insert(r.path.clone(), Arc::new(rt));
         }
-        let issuers = config
-            .trusted_issuers
-            .iter()
-            .map(|i| Arc::new(Issuer::new(i.clone())))
+        let issuers = local
+            .map(|l| Arc::new(Issuer::local(config.public_url.as_str(), l)))
+            .into_iter()
+            .chain(
+                config
+                    .trusted_issuers
+                    .iter()
+                    .map(|i| Arc::new(Issuer::new(i.clone()))),
+            )
             .collect();
         let hierarchy = ScopeHierarchy::new(config.scope_implies.clone());
         Ok(Arc::new(Self {

@@ -1,0 +1,227 @@
+//! OAuth clients: registration from the command line and authentication at
+//! the token endpoint (RFC 6749 §2.3.1).
+
+use axum::http::HeaderMap;
+use base64::Engine as _;
+use mcpgate_crypto::secret::ct_eq;
+use mcpgate_crypto::{Unspecified, random_bytes, sha256};
+use mcpgate_store::{ClientRecord, DEFAULT_TENANT, Store};
+
+use crate::error::OAuthError;
+
+/// A client just created: the secret is shown once.
+#[derive(Debug)]
+pub struct NewClient {
+    pub record: ClientRecord,
+    pub secret: Option<mcpgate_crypto::secret::Secret>,
+}
+
+/// Options of `mcpgate client add`.
+#[derive(Debug, Clone)]
+pub struct ClientSpec {
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    pub confidential: bool,
+    pub grant_types: Vec<String>,
+    pub scope: Option<String>,
+}
+
+fn random_token(bytes: usize) -> Result<String, Unspecified> {
+    let mut b = vec![0u8; bytes];
+    random_bytes(&mut b)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&b))
+}
+
+/// Builds a client record (not stored yet) with a fresh id and, for a
+/// confidential client, a fresh secret of 256 bits (stored as SHA-256:
+/// a random secret needs no slow hash).
+pub fn build(spec: &ClientSpec, now: i64) -> Result<NewClient, Unspecified> {
+    let client_id = format!("mcpc_{}", random_token(12)?);
+    let (secret, secret_hash, method) = if spec.confidential {
+        let s = format!("mcps_{}", random_token(32)?);
+        let h = sha256(s.as_bytes()).to_vec();
+        (
+            Some(mcpgate_crypto::secret::Secret::new(s.into_bytes())),
+            Some(h),
+            "client_secret_basic",
+        )
+    } else {
+        (None, None, "none")
+    };
+    Ok(NewClient {
+        record: ClientRecord {
+            tenant_id: DEFAULT_TENANT.into(),
+            client_id,
+            name: spec.name.clone(),
+            token_endpoint_auth_method: method.into(),
+            redirect_uris: spec.redirect_uris.clone(),
+            grant_types: spec.grant_types.clone(),
+            scope: spec.scope.clone(),
+            jwks: None,
+            secret_hash,
+            previous_secret_hash: None,
+            previous_secret_valid_until: None,
+            origin: "cli".into(),
+            created_at: now,
+            last_used_at: None,
+        },
+        secret,
+    })
+}
+
+/// A new secret for `rotate-secret`: (secret to show once, hash to store).
+pub fn new_secret() -> Result<(mcpgate_crypto::secret::Secret, Vec<u8>), Unspecified> {
+    let s = format!("mcps_{}", random_token(32)?);
+    let h = sha256(s.as_bytes()).to_vec();
+    Ok((mcpgate_crypto::secret::Secret::new(s.into_bytes()), h))
+}
+
+/// Credentials as presented at the token endpoint.
+#[derive(Debug)]
+pub struct Presented {
+    pub client_id: String,
+    secret: Option<String>,
+    pub basic: bool,
+}
+
+/// Reads client credentials from `Authorization: Basic` or the form
+/// (`client_secret_post`). Using both at once is refused (RFC 6749 §2.3).
+pub fn presented(
+    headers: &HeaderMap,
+    form_id: Option<&str>,
+    form_secret: Option<&str>,
+) -> Result<Presented, OAuthError> {
+    match headers.get(http::header::AUTHORIZATION) {
+        Some(v) => {
+            if form_secret.is_some() {
+                return Err(OAuthError::InvalidRequest(
+                    "use one client authentication method, not two",
+                ));
+            }
+            let bad = || OAuthError::InvalidClient { basic: true };
+            let s = v.to_str().map_err(|_| bad())?;
+            let (scheme, b64) = s.split_once(' ').ok_or_else(bad)?;
+            if !scheme.eq_ignore_ascii_case("basic") {
+                return Err(bad());
+            }
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|_| bad())?;
+            let raw = String::from_utf8(raw).map_err(|_| bad())?;
+            let (id, secret) = raw.split_once(':').ok_or_else(bad)?;
+            // RFC 6749 §2.3.1: both parts are form-urlencoded.
+            let decode = |x: &str| {
+                url::form_urlencoded::parse(format!("x={x}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+            };
+            let id = decode(id).ok_or_else(bad)?;
+            if form_id.is_some_and(|f| f != id) {
+                return Err(OAuthError::InvalidRequest(
+                    "client_id differs from the Basic credentials",
+                ));
+            }
+            Ok(Presented {
+                client_id: id,
+                secret: decode(secret),
+                basic: true,
+            })
+        }
+        None => Ok(Presented {
+            client_id: form_id
+                .ok_or(OAuthError::InvalidClient { basic: false })?
+                .to_owned(),
+            secret: form_secret.map(str::to_owned),
+            basic: false,
+        }),
+    }
+}
+
+/// Authenticates a confidential client: the method used must be the
+/// client's registered one, and the secret must match the current hash, or
+/// the previous one within its grace period. Unknown clients and wrong
+/// secrets are indistinguishable to the caller.
+pub async fn authenticate(
+    store: &dyn Store,
+    p: &Presented,
+    now: i64,
+) -> Result<ClientRecord, OAuthError> {
+    let fail = OAuthError::InvalidClient { basic: p.basic };
+    let rec = store
+        .client(DEFAULT_TENANT, &p.client_id)
+        .await
+        .map_err(|e| OAuthError::Server(e.to_string()))?;
+    // Hash even when the client is unknown, so timing says nothing.
+    let presented_hash = sha256(p.secret.as_deref().unwrap_or("").as_bytes());
+    let Some(rec) = rec else {
+        return Err(fail);
+    };
+    let method_ok = match rec.token_endpoint_auth_method.as_str() {
+        "client_secret_basic" => p.basic,
+        "client_secret_post" => !p.basic,
+        _ => false,
+    };
+    // A client registered for Basic may also post (and vice versa) only if
+    // registered so; here the registered method is enforced strictly.
+    if p.secret.is_none() {
+        return Err(fail);
+    }
+    let current = rec
+        .secret_hash
+        .as_deref()
+        .is_some_and(|h| ct_eq(h, &presented_hash));
+    let previous = rec.previous_secret_valid_until.is_some_and(|u| u > now)
+        && rec
+            .previous_secret_hash
+            .as_deref()
+            .is_some_and(|h| ct_eq(h, &presented_hash));
+    if !(current || previous) {
+        return Err(fail);
+    }
+    if !method_ok {
+        return Err(fail);
+    }
+    Ok(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(id: &str, secret: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let v = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+        h.insert(
+            http::header::AUTHORIZATION,
+            format!("Basic {v}").parse().unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn rfc6749_2_3_1_basic_credentials_are_form_decoded() {
+        let p = presented(&basic("my%20client", "a%3Ab"), None, None).unwrap();
+        assert_eq!(p.client_id, "my client");
+        assert_eq!(p.secret.as_deref(), Some("a:b"));
+        assert!(p.basic);
+    }
+
+    #[test]
+    fn rfc6749_2_3_two_methods_at_once_are_refused() {
+        assert!(matches!(
+            presented(&basic("c", "s"), None, Some("s")),
+            Err(OAuthError::InvalidRequest(_))
+        ));
+    }
+
+    #[test]
+    fn post_credentials_are_read_from_the_form() {
+        let p = presented(&HeaderMap::new(), Some("c"), Some("s")).unwrap();
+        assert_eq!(p.client_id, "c");
+        assert!(!p.basic);
+        assert!(matches!(
+            presented(&HeaderMap::new(), None, None),
+            Err(OAuthError::InvalidClient { basic: false })
+        ));
+    }
+}

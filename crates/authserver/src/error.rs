@@ -1,0 +1,84 @@
+//! OAuth errors (RFC 6749 §5.2) and how they go on the wire.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+/// One variant per error code a client acts on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OAuthError {
+    #[error("invalid_request: {0}")]
+    InvalidRequest(&'static str),
+    /// Client authentication failed. `basic` says whether the client tried
+    /// HTTP Basic (then the 401 carries a Basic challenge).
+    #[error("invalid_client")]
+    InvalidClient { basic: bool },
+    #[error("unauthorized_client: {0}")]
+    UnauthorizedClient(&'static str),
+    #[error("unsupported_grant_type")]
+    UnsupportedGrantType,
+    #[error("invalid_scope: {0}")]
+    InvalidScope(&'static str),
+    /// RFC 8707 §2: the resource is unknown or not allowed.
+    #[error("invalid_target: {0}")]
+    InvalidTarget(&'static str),
+    #[error("server_error: {0}")]
+    Server(String),
+}
+
+impl OAuthError {
+    fn code(&self) -> &'static str {
+        match self {
+            OAuthError::InvalidRequest(_) => "invalid_request",
+            OAuthError::InvalidClient { .. } => "invalid_client",
+            OAuthError::UnauthorizedClient(_) => "unauthorized_client",
+            OAuthError::UnsupportedGrantType => "unsupported_grant_type",
+            OAuthError::InvalidScope(_) => "invalid_scope",
+            OAuthError::InvalidTarget(_) => "invalid_target",
+            OAuthError::Server(_) => "server_error",
+        }
+    }
+
+    fn description(&self) -> &'static str {
+        match self {
+            OAuthError::InvalidRequest(d)
+            | OAuthError::UnauthorizedClient(d)
+            | OAuthError::InvalidScope(d)
+            | OAuthError::InvalidTarget(d) => d,
+            OAuthError::InvalidClient { .. } => "client authentication failed",
+            OAuthError::UnsupportedGrantType => "this grant type is not supported",
+            OAuthError::Server(_) => "the authorization server failed; try again",
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            OAuthError::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
+            OAuthError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        if let OAuthError::Server(e) = &self {
+            tracing::error!(error = %e, "authorization server error");
+        }
+        let body = serde_json::json!({
+            "error": self.code(),
+            "error_description": self.description(),
+        });
+        let mut r = (self.status(), axum::Json(body)).into_response();
+        let h = r.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        if let OAuthError::InvalidClient { basic: true } = self {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"mcpgate\""),
+            );
+        }
+        r
+    }
+}
