@@ -50,17 +50,7 @@ fn initialize(id: u64) -> Value {
 }
 
 async fn session_rpc(url: &str, token: &str, sid: Option<&str>, body: &Value) -> reqwest::Response {
-    let mut r = client()
-        .post(url)
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-11-25")
-        .body(body.to_string());
-    if let Some(s) = sid {
-        r = r.header("mcp-session-id", s);
-    }
-    r.send().await.unwrap()
+    rpc_in_session(url, Some(token), sid, body).await
 }
 
 async fn start_session(url: &str, token: &str) -> String {

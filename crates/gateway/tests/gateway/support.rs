@@ -315,6 +315,16 @@ pub fn client() -> reqwest::Client {
 
 /// POSTs a JSON-RPC message with the usual MCP headers.
 pub async fn rpc(url: &str, token: Option<&str>, body: &Value) -> reqwest::Response {
+    rpc_in_session(url, token, None, body).await
+}
+
+/// Like [`rpc`], in the session `sid` if given.
+pub async fn rpc_in_session(
+    url: &str,
+    token: Option<&str>,
+    sid: Option<&str>,
+    body: &Value,
+) -> reqwest::Response {
     let mut r = client()
         .post(url)
         .header("content-type", "application/json")
@@ -323,6 +333,9 @@ pub async fn rpc(url: &str, token: Option<&str>, body: &Value) -> reqwest::Respo
         .body(body.to_string());
     if let Some(t) = token {
         r = r.bearer_auth(t);
+    }
+    if let Some(s) = sid {
+        r = r.header("mcp-session-id", s);
     }
     r.send().await.unwrap()
 }
