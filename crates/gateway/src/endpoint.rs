@@ -331,21 +331,16 @@ async fn run(
                     let modern = protocol_version
                         .or(m.meta_protocol_version())
                         .is_some_and(|v| Era::of_version(v) == Era::Modern);
-                    if modern {
-                        return Err(Reject::UnsupportedVersion {
-                            requested: protocol_version
-                                .or(m.meta_protocol_version())
-                                .unwrap_or_default()
-                                .to_owned(),
-                            supported: mcp::LEGACY_VERSIONS.to_vec(),
-                        });
-                    }
                     let caller = CallerEnv {
                         subject: principal.subject.clone(),
                         client_id: principal.client_id.clone(),
                         scopes: principal.scope_string.clone(),
                     };
-                    up.post(&owner, &caller, session, m, &body, filter).await
+                    if modern {
+                        up.post_modern(&owner, &caller, m, filter).await
+                    } else {
+                        up.post(&owner, &caller, session, m, &body, filter).await
+                    }
                 }
             }
         }

@@ -99,6 +99,8 @@ pub enum Reject {
     UnsupportedMediaType,
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("JSON-RPC method not implemented")]
+    MethodNotFound,
     #[error("session not found")]
     SessionNotFound,
     #[error("session id required")]
@@ -136,7 +138,7 @@ impl Reject {
             Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Reject::SessionNotFound => StatusCode::NOT_FOUND,
+            Reject::SessionNotFound | Reject::MethodNotFound => StatusCode::NOT_FOUND,
             Reject::Upstream(_) => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Reject::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -216,6 +218,7 @@ impl Reject {
                 None,
             ),
             Reject::SessionNotFound => (code::INVALID_REQUEST, "Session not found".into(), None),
+            Reject::MethodNotFound => (code::METHOD_NOT_FOUND, "Method not found".into(), None),
             Reject::SessionRequired => (
                 code::INVALID_REQUEST,
                 "Mcp-Session-Id header is required".into(),

@@ -52,6 +52,11 @@ pub struct StdioUpstream {
     idle: Duration,
     timeout: Duration,
     sessions: Mutex<HashMap<String, Arc<Child>>>,
+    /// The child serving each principal's 2026-07-28 requests, with its
+    /// `InitializeResult`.
+    modern: Mutex<HashMap<String, (Arc<Child>, Arc<Value>)>>,
+    /// Serialises starting modern children (one per principal).
+    modern_lock: tokio::sync::Mutex<()>,
     metrics: Arc<Metrics>,
 }
 
@@ -72,6 +77,8 @@ struct Child {
     last_used: Mutex<Instant>,
     dead: AtomicBool,
     kill: Mutex<Option<oneshot::Sender<()>>>,
+    /// Ids for requests the gateway itself sends (modern bridging).
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 impl Child {
@@ -141,6 +148,8 @@ impl StdioUpstream {
             idle: Duration::from_secs(idle_secs.max(1)),
             timeout: Duration::from_secs(timeout_secs),
             sessions: Mutex::new(HashMap::new()),
+            modern: Mutex::new(HashMap::new()),
+            modern_lock: tokio::sync::Mutex::new(()),
             metrics,
         });
         let weak = Arc::downgrade(&this);
@@ -210,41 +219,7 @@ impl StdioUpstream {
             write_line(&child, &line).await?;
             return Ok(empty(StatusCode::ACCEPTED));
         };
-        let (tx, rx) = oneshot::channel();
-        let key = id_key(id);
-        child
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone(), tx);
-        if let Err(e) = write_line(&child, &line).await {
-            child
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&key);
-            return Err(e);
-        }
-        let mut reply = match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(v)) => v,
-            Ok(Err(_)) => {
-                // The child went away between registration and reply.
-                jsonrpc::error_body(
-                    Some(id),
-                    code::GATEWAY_UPSTREAM,
-                    "Upstream MCP server exited",
-                    None,
-                )
-            }
-            Err(_) => {
-                child
-                    .pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&key);
-                return Err(Reject::UpstreamTimeout);
-            }
-        };
+        let mut reply = self.request(&child, id, &line).await?;
         child.touch();
         if let Some((fid, keep)) = filter {
             crate::filter::filter_tools_response(&mut reply, &fid, &keep);
@@ -305,6 +280,174 @@ impl StdioUpstream {
         Ok(empty(StatusCode::OK))
     }
 
+    /// Sends one request line and waits for the reply with the same id; a
+    /// child that exits answers at once (with a JSON-RPC error).
+    async fn request(&self, child: &Child, id: &Id, line: &[u8]) -> Result<Value, Reject> {
+        let (tx, rx) = oneshot::channel();
+        let key = id_key(id);
+        child
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), tx);
+        if let Err(e) = write_line(child, line).await {
+            child
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+            return Err(e);
+        }
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(v)) => Ok(v),
+            // The child went away between registration and reply.
+            Ok(Err(_)) => Ok(jsonrpc::error_body(
+                Some(id),
+                code::GATEWAY_UPSTREAM,
+                "Upstream MCP server exited",
+                None,
+            )),
+            Err(_) => {
+                child
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
+                Err(Reject::UpstreamTimeout)
+            }
+        }
+    }
+
+    /// Serves a 2026-07-28 request from a 2025-11-25 stdio server: the
+    /// gateway holds one child per principal, performs the server's
+    /// `initialize` handshake itself, answers `server/discover` from the
+    /// `InitializeResult`, renumbers request ids (several clients of one
+    /// principal share the child) and adds the result fields the modern
+    /// era requires (`resultType`, and `ttlMs`/`cacheScope` on lists).
+    pub async fn post_modern(
+        self: &Arc<Self>,
+        owner: &str,
+        caller: &CallerEnv,
+        msg: &Message,
+        filter: Option<ToolFilter>,
+    ) -> Result<Response<Body>, Reject> {
+        let Message::Request { id, method, params } = msg else {
+            // 2026-07-28 defines no client-to-server notifications over HTTP.
+            return Ok(empty(StatusCode::ACCEPTED));
+        };
+        let (child, init) = self.modern_child(owner, caller, params.as_ref()).await?;
+        child.touch();
+        let mut reply = if method == "server/discover" {
+            serde_json::json!({"jsonrpc": "2.0", "id": id.to_value(), "result": {
+                "resultType": "complete",
+                "supportedVersions": [mcpgate_core::mcp::MODERN_VERSION],
+                "capabilities": init.get("capabilities").cloned().unwrap_or_else(|| serde_json::json!({})),
+                "instructions": init.get("instructions").cloned().unwrap_or(Value::Null),
+                "_meta": {"io.modelcontextprotocol/serverInfo": init.get("serverInfo").cloned().unwrap_or(Value::Null)},
+                "ttlMs": 0,
+                "cacheScope": "private",
+            }})
+        } else if method == "subscriptions/listen" {
+            return Err(Reject::MethodNotFound);
+        } else {
+            let n = child.next_id.fetch_add(1, Ordering::Relaxed);
+            let inner_id = Id::Str(format!("mcpgate-{n}"));
+            let mut out =
+                serde_json::json!({"jsonrpc": "2.0", "id": inner_id.to_value(), "method": method});
+            if let Some(p) = params {
+                out["params"] = p.clone();
+            }
+            let mut line = serde_json::to_vec(&out).map_err(|e| Reject::BodyRead(e.to_string()))?;
+            line.push(b'\n');
+            let mut r = self.request(&child, &inner_id, &line).await?;
+            r["id"] = id.to_value();
+            if let Some(result) = r.get_mut("result").and_then(Value::as_object_mut) {
+                result
+                    .entry("resultType")
+                    .or_insert_with(|| Value::from("complete"));
+                if method.ends_with("/list") || method == "resources/read" {
+                    result.entry("ttlMs").or_insert_with(|| Value::from(0));
+                    result
+                        .entry("cacheScope")
+                        .or_insert_with(|| Value::from("private"));
+                }
+            }
+            r
+        };
+        child.touch();
+        if let Some((fid, keep)) = filter {
+            crate::filter::filter_tools_response(&mut reply, &fid, &keep);
+        }
+        let bytes = serde_json::to_vec(&reply).map_err(|e| Reject::Upstream(e.to_string()))?;
+        let mut resp = Response::new(Body::from(bytes));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Ok(resp)
+    }
+
+    /// The principal's child for modern requests, started and initialised
+    /// on first use (and again after it exited or was reaped).
+    async fn modern_child(
+        self: &Arc<Self>,
+        owner: &str,
+        caller: &CallerEnv,
+        params: Option<&Value>,
+    ) -> Result<(Arc<Child>, Arc<Value>), Reject> {
+        let _guard = self.modern_lock.lock().await;
+        let existing = self
+            .modern
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(owner)
+            .cloned();
+        if let Some((c, init)) = existing
+            && !c.dead.load(Ordering::Acquire)
+            && c.kill.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+        {
+            return Ok((c, init));
+        }
+        let (_sid, child) = self.spawn(owner, caller)?;
+        let meta = params.and_then(|p| p.get("_meta"));
+        let capabilities = meta
+            .and_then(|m| m.get("io.modelcontextprotocol/clientCapabilities"))
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({}));
+        let client_info = meta
+            .and_then(|m| m.get("io.modelcontextprotocol/clientInfo"))
+            .cloned()
+            .unwrap_or_else(
+                || serde_json::json!({"name": "mcpgate", "version": env!("CARGO_PKG_VERSION")}),
+            );
+        let init_id = Id::Str("mcpgate-init".into());
+        let mut line = serde_json::to_vec(&serde_json::json!({
+            "jsonrpc": "2.0", "id": init_id.to_value(), "method": "initialize",
+            "params": {"protocolVersion": mcpgate_core::mcp::LEGACY_VERSIONS[0],
+                       "capabilities": capabilities, "clientInfo": client_info},
+        }))
+        .map_err(|e| Reject::Upstream(e.to_string()))?;
+        line.push(b'\n');
+        let reply = self.request(&child, &init_id, &line).await?;
+        let Some(init) = reply.get("result").cloned() else {
+            child.stop();
+            return Err(Reject::Upstream(
+                "the stdio server refused initialize".into(),
+            ));
+        };
+        write_line(
+            &child,
+            b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n",
+        )
+        .await?;
+        let init = Arc::new(init);
+        self.modern
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(owner.to_owned(), (child.clone(), init.clone()));
+        Ok((child, init))
+    }
+
     fn spawn(
         self: &Arc<Self>,
         owner: &str,
@@ -356,6 +499,7 @@ impl StdioUpstream {
             last_used: Mutex::new(Instant::now()),
             dead: AtomicBool::new(false),
             kill: Mutex::new(Some(kill_tx)),
+            next_id: std::sync::atomic::AtomicU64::new(1),
         });
         self.sessions
             .lock()
@@ -479,11 +623,28 @@ async fn read_child<R: AsyncBufRead + Unpin>(mut r: R, child: &Child) {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         match listener {
-            Some(l) => {
+            Some(l) if !l.is_closed() => {
                 let event = format!("event: message\ndata: {v}\n\n");
                 let _ = l.send(Bytes::from(event)).await;
             }
-            None => tracing::debug!("server-initiated message with no open stream; dropped"),
+            _ => {
+                // Nobody can answer a server request now (no GET stream, or
+                // a modern client, which cannot receive one): say so, rather
+                // than leave the server waiting.
+                if let (Some(id), Some(_)) = (v.get("id"), v.get("method")) {
+                    let reply = serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {
+                        "code": code::METHOD_NOT_FOUND,
+                        "message": "the client cannot receive server requests now",
+                    }});
+                    let mut line = reply.to_string().into_bytes();
+                    line.push(b'\n');
+                    if write_line(child, &line).await.is_err() {
+                        return;
+                    }
+                } else {
+                    tracing::debug!("server notification with no open stream; dropped");
+                }
+            }
         }
     }
 }

@@ -223,35 +223,120 @@ async fn stdio_idle_child_is_reaped_and_session_ends() {
     );
 }
 
+async fn modern(
+    url: &str,
+    token: &str,
+    id: u64,
+    method: &str,
+    name: Option<&str>,
+    params: Value,
+) -> reqwest::Response {
+    let mut params = params;
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "modern-test", "version": "1"},
+    });
+    let mut r = client()
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", method)
+        .body(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string());
+    if let Some(n) = name {
+        r = r.header("mcp-name", n);
+    }
+    r.send().await.unwrap()
+}
+
 #[tokio::test]
-async fn stdio_modern_request_gets_unsupported_version_naming_legacy_versions() {
+async fn stdio_bridges_2026_07_28_clients_to_a_legacy_server_per_principal() {
     let (iss, gw) = setup(&[echo_server().display().to_string()], "").await;
     let url = gw.url("/mcp");
-    let token = iss.token(&url, "mcp");
-    let r = client()
-        .post(&url)
-        .bearer_auth(&token)
-        .header("content-type", "application/json")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "server/discover")
-        .body(
-            json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": {
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientCapabilities": {}}}})
-            .to_string(),
-        )
-        .send()
+    let alice = iss.token(&url, "mcp");
+    // server/discover is answered by the gateway from the InitializeResult.
+    let r = modern(&url, &alice, 1, "server/discover", None, json!({})).await;
+    assert_eq!(r.status(), 200);
+    let d: Value = r.json().await.unwrap();
+    assert_eq!(d["id"], 1);
+    assert_eq!(d["result"]["resultType"], "complete");
+    assert_eq!(d["result"]["supportedVersions"], json!(["2026-07-28"]));
+    assert_eq!(
+        d["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "mcpgate-echo-server"
+    );
+    assert!(d["result"]["capabilities"]["tools"].is_object());
+    // Lists carry the modern result fields and are filtered per caller.
+    let l: Value = modern(&url, &alice, 2, "tools/list", None, json!({}))
+        .await
+        .json()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
-    let b: Value = r.json().await.unwrap();
-    assert_eq!(b["id"], 1);
-    assert_eq!(b["error"]["code"], -32022);
-    assert_eq!(b["error"]["data"]["requested"], "2026-07-28");
+    assert_eq!(l["id"], 2);
+    assert_eq!(l["result"]["resultType"], "complete");
+    assert_eq!(l["result"]["cacheScope"], "private");
+    let names: Vec<&str> = l["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
     assert!(
-        b["error"]["data"]["supported"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("2025-11-25"))
+        names.contains(&"echo") && !names.contains(&"write_note"),
+        "{names:?}"
     );
+    // Calls run as the principal, in the principal's own child.
+    let w: Value = modern(
+        &url,
+        &alice,
+        3,
+        "tools/call",
+        Some("whoami"),
+        json!({"name": "whoami", "arguments": {}}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(w["id"], 3);
+    assert_eq!(text_of(&w), "alice");
+    let bob = iss.token_with(|c| {
+        c["aud"] = json!(url);
+        c["scope"] = json!("mcp");
+        c["sub"] = json!("bob");
+    });
+    let w: Value = modern(
+        &url,
+        &bob,
+        3,
+        "tools/call",
+        Some("whoami"),
+        json!({"name": "whoami", "arguments": {}}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(text_of(&w), "bob");
+    let route = gw.gateway.routes.get("/mcp").unwrap();
+    let mcpgate_gateway::route::UpstreamRuntime::Stdio(up) = &route.upstream else {
+        panic!("stdio route");
+    };
+    assert_eq!(up.children(), 2, "one child per principal");
+    // Streams the bridge cannot offer answer with the modern "not found".
+    let r = modern(
+        &url,
+        &alice,
+        4,
+        "subscriptions/listen",
+        None,
+        json!({"notifications": {}}),
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["error"]["code"], -32601);
+    assert_eq!(b["id"], 4);
 }
