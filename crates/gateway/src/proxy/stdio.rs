@@ -54,7 +54,7 @@ pub struct StdioUpstream {
     sessions: Mutex<HashMap<String, Arc<Child>>>,
     /// The child serving each principal's 2026-07-28 requests, with its
     /// `InitializeResult`.
-    modern: Mutex<HashMap<String, (Arc<Child>, Arc<Value>)>>,
+    modern: Mutex<HashMap<String, ModernChild>>,
     /// Serialises starting modern children (one per principal).
     modern_lock: tokio::sync::Mutex<()>,
     metrics: Arc<Metrics>,
@@ -67,6 +67,9 @@ pub struct CallerEnv {
     pub client_id: Option<String>,
     pub scopes: String,
 }
+
+/// A principal's bridged child and its `InitializeResult`.
+type ModernChild = (Arc<Child>, Arc<Value>);
 
 #[derive(Debug)]
 struct Child {
@@ -394,7 +397,7 @@ impl StdioUpstream {
         owner: &str,
         caller: &CallerEnv,
         params: Option<&Value>,
-    ) -> Result<(Arc<Child>, Arc<Value>), Reject> {
+    ) -> Result<ModernChild, Reject> {
         let _guard = self.modern_lock.lock().await;
         let existing = self
             .modern
