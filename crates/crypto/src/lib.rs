@@ -6,6 +6,8 @@
 //!   configured JWKS (never `jku`, `x5u` or an embedded `jwk`), exact `iss`
 //!   and `aud`, bounded clock skew.
 //! - [`apikey`]: generation, parsing and hashing of `mcpg_` API keys.
+//! - [`password`]: Argon2id hashing of local accounts' passwords (RFC 9106),
+//!   with a dummy verification for unknown users.
 //! - [`secret`]: a secret type without `==`, with a redacted `Debug`,
 //!   compared in constant time and zeroed on drop.
 //!
@@ -15,6 +17,7 @@
 pub mod apikey;
 pub mod jwt;
 pub mod master;
+pub mod password;
 pub mod secret;
 pub mod session;
 pub mod signing;

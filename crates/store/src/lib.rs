@@ -4,16 +4,18 @@
 //! # Trust boundary
 //!
 //! The store holds what the gateway must remember across restarts (API keys,
-//! and the built-in authorization server's signing keys and OAuth clients)
-//! and is shared by the running `serve` process, its replicas and admin CLI
-//! commands. It never sees a secret: callers hash secrets (in
-//! `mcpgate-crypto`) before they reach this crate, and only the 32-byte hash
-//! is written; private signing keys arrive already encrypted and are stored
-//! as opaque bytes. Anyone who reads the database learns key ids, names,
-//! routes, scopes, client metadata and public keys, not secrets or private
-//! keys. Lookups compare ids, not secrets; constant-time comparison of the
-//! hash is the caller's job. The `Debug` output of records never shows a
-//! hash or key material.
+//! and the built-in authorization server's signing keys, OAuth clients and
+//! local user accounts) and is shared by the running `serve` process, its
+//! replicas and admin CLI commands. It never sees a secret: callers hash
+//! secrets (in `mcpgate-crypto`) before they reach this crate, and only the
+//! 32-byte hash is written (for users' passwords, a salted Argon2id PHC
+//! string); private signing keys arrive already encrypted and are stored as
+//! opaque bytes. Anyone who reads the database learns key ids, names,
+//! routes, scopes, client metadata, usernames and public keys, not secrets
+//! or private keys (password hashes still allow offline guessing, slowed by
+//! Argon2id). Lookups compare ids, not secrets; constant-time comparison of
+//! the hash is the caller's job. The `Debug` output of records never shows
+//! a hash or key material.
 //!
 //! # Tenancy
 //!
@@ -202,6 +204,71 @@ impl fmt::Debug for ClientRecord {
     }
 }
 
+/// A local user account of the built-in authorization server, as stored.
+///
+/// Times are unix seconds. Not `Debug`-derived: the password hash is shown
+/// as `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub tenant_id: String,
+    /// Unique within the tenant, also ignoring ASCII case; 1 to 64
+    /// characters of `A-Z a-z 0-9 . _ @ -` ([`valid_username`]), else
+    /// [`StoreError::InvalidRecord`]. Lookups are exact (case-sensitive).
+    pub username: String,
+    /// The password's Argon2id PHC string, made by the caller; opaque to
+    /// the store.
+    pub password_hash: String,
+    pub created_at: i64,
+    /// Set while the account is disabled: it cannot log in.
+    pub disabled_at: Option<i64>,
+    pub password_changed_at: i64,
+    /// Failed logins since the last successful one or password change.
+    pub failed_logins: u32,
+    /// The account refuses logins until then ([`Store::record_login_failure`]).
+    pub locked_until: Option<i64>,
+    /// Last successful login ([`Store::record_login_success`]).
+    pub last_login_at: Option<i64>,
+}
+
+impl fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("tenant_id", &self.tenant_id)
+            .field("username", &self.username)
+            .field("password_hash", &format_args!("<redacted>"))
+            .field("created_at", &self.created_at)
+            .field("disabled_at", &self.disabled_at)
+            .field("password_changed_at", &self.password_changed_at)
+            .field("failed_logins", &self.failed_logins)
+            .field("locked_until", &self.locked_until)
+            .field("last_login_at", &self.last_login_at)
+            .finish()
+    }
+}
+
+/// What [`Store::record_login_failure`] left on the account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginThrottle {
+    /// Failed logins since the last success, this one included.
+    pub failed_logins: u32,
+    /// The account refuses logins until then, if set (it may lie in the
+    /// past: an expired lock).
+    pub locked_until: Option<i64>,
+}
+
+/// Longest username, in characters (all ASCII, so also bytes).
+pub const MAX_USERNAME_LEN: usize = 64;
+
+/// Whether `name` is a valid username: 1 to [`MAX_USERNAME_LEN`] characters
+/// of `A-Z a-z 0-9 . _ @ -` (enough for e-mail-like names; nothing that
+/// needs escaping in a URL, a log line or a shell).
+pub fn valid_username(name: &str) -> bool {
+    (1..=MAX_USERNAME_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'))
+}
+
 /// `Debug`s as `Some(<redacted>)` or `None`.
 struct Presence(bool);
 
@@ -230,7 +297,7 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A row with the same key (tenant and id) already exists, or the
     /// record would break another uniqueness rule (a second `current` or
-    /// `next` signing key for the tenant).
+    /// `next` signing key for the tenant, a username differing only in case).
     #[error("a record with this id already exists")]
     Duplicate,
     /// The caller passed a record the store cannot represent or that
@@ -345,6 +412,63 @@ pub trait Store: Send + Sync + fmt::Debug {
         tenant: &str,
         created_before: i64,
     ) -> Result<u64, StoreError>;
+
+    /// Inserts a user; [`StoreError::Duplicate`] if the tenant already has
+    /// this username (in any ASCII case), [`StoreError::InvalidRecord`] if
+    /// it is not a [`valid_username`].
+    async fn insert_user(&self, rec: &UserRecord) -> Result<(), StoreError>;
+
+    /// The user `username` of `tenant` (exact match), disabled or not.
+    async fn user(&self, tenant: &str, username: &str) -> Result<Option<UserRecord>, StoreError>;
+
+    /// All users of `tenant`, ordered by username (bytewise).
+    async fn list_users(&self, tenant: &str) -> Result<Vec<UserRecord>, StoreError>;
+
+    /// Disables the user (`Some(at)`) or enables it again (`None`). An
+    /// earlier disable time is kept. Returns `false` if there is no such
+    /// user.
+    async fn set_user_disabled(
+        &self,
+        tenant: &str,
+        username: &str,
+        disabled_at: Option<i64>,
+    ) -> Result<bool, StoreError>;
+
+    /// Replaces the password hash, sets `password_changed_at = at` and
+    /// clears the failure count and any lock. Returns `false` if there is
+    /// no such user.
+    async fn set_user_password(
+        &self,
+        tenant: &str,
+        username: &str,
+        password_hash: &str,
+        at: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Counts a failed login at `at`, atomically across processes: of N
+    /// concurrent calls, the count goes up by exactly N. Once the count
+    /// reaches `lock_after` (this failure or any later one), the account is
+    /// locked until `at + lock_for_secs`; a lock is only ever extended.
+    /// Returns the new state, or `None` if there is no such user.
+    /// [`StoreError::InvalidRecord`] if `lock_after` is 0 or
+    /// `lock_for_secs` negative.
+    async fn record_login_failure(
+        &self,
+        tenant: &str,
+        username: &str,
+        at: i64,
+        lock_after: u32,
+        lock_for_secs: i64,
+    ) -> Result<Option<LoginThrottle>, StoreError>;
+
+    /// Records a successful login at `at` (`last_login_at`) and clears the
+    /// failure count and any lock. An unknown user is ignored.
+    async fn record_login_success(
+        &self,
+        tenant: &str,
+        username: &str,
+        at: i64,
+    ) -> Result<(), StoreError>;
 
     /// The backend's name: `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;

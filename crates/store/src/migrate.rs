@@ -32,6 +32,11 @@ const SQLITE: Migrations = &[
         "authorization server",
         include_str!("../migrations/sqlite/0002_authorization_server.sql"),
     ),
+    (
+        3,
+        "users",
+        include_str!("../migrations/sqlite/0003_users.sql"),
+    ),
 ];
 
 const POSTGRES: Migrations = &[
@@ -44,6 +49,11 @@ const POSTGRES: Migrations = &[
         2,
         "authorization server",
         include_str!("../migrations/postgres/0002_authorization_server.sql"),
+    ),
+    (
+        3,
+        "users",
+        include_str!("../migrations/postgres/0003_users.sql"),
     ),
 ];
 

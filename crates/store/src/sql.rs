@@ -17,7 +17,10 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::{ApiKeyRecord, ClientRecord, SigningKeyRecord, Store, StoreError, migrate};
+use crate::{
+    ApiKeyRecord, ClientRecord, LoginThrottle, SigningKeyRecord, Store, StoreError, UserRecord,
+    migrate,
+};
 
 /// How long a SQLite connection waits for another process's write lock.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -73,6 +76,7 @@ macro_rules! with_write_tx {
 // Declared after the macros, which are in scope in them.
 mod clients;
 mod signing_keys;
+mod users;
 
 impl SqlStore {
     pub(crate) async fn open_sqlite(url: &str) -> Result<Self, StoreError> {
@@ -289,6 +293,57 @@ impl Store for SqlStore {
         created_before: i64,
     ) -> Result<u64, StoreError> {
         clients::delete_unused_registrations(self, tenant, created_before).await
+    }
+
+    async fn insert_user(&self, rec: &UserRecord) -> Result<(), StoreError> {
+        users::insert(self, rec).await
+    }
+
+    async fn user(&self, tenant: &str, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        users::get(self, tenant, username).await
+    }
+
+    async fn list_users(&self, tenant: &str) -> Result<Vec<UserRecord>, StoreError> {
+        users::list(self, tenant).await
+    }
+
+    async fn set_user_disabled(
+        &self,
+        tenant: &str,
+        username: &str,
+        disabled_at: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        users::set_disabled(self, tenant, username, disabled_at).await
+    }
+
+    async fn set_user_password(
+        &self,
+        tenant: &str,
+        username: &str,
+        password_hash: &str,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        users::set_password(self, tenant, username, password_hash, at).await
+    }
+
+    async fn record_login_failure(
+        &self,
+        tenant: &str,
+        username: &str,
+        at: i64,
+        lock_after: u32,
+        lock_for_secs: i64,
+    ) -> Result<Option<LoginThrottle>, StoreError> {
+        users::record_failure(self, tenant, username, at, lock_after, lock_for_secs).await
+    }
+
+    async fn record_login_success(
+        &self,
+        tenant: &str,
+        username: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        users::record_success(self, tenant, username, at).await
     }
 
     fn backend(&self) -> &'static str {

@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mcpgate_store::{
-    ApiKeyRecord, ClientRecord, DEFAULT_TENANT, KeyState, SigningKeyRecord, Store, StoreError, open,
+    ApiKeyRecord, ClientRecord, DEFAULT_TENANT, KeyState, LoginThrottle, SigningKeyRecord, Store,
+    StoreError, UserRecord, open,
 };
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use tempfile::TempDir;
@@ -898,6 +899,232 @@ both_backends! {
     }
 }
 
+/// A distinctive PHC string: `Debug` output must never contain any of it.
+const PASSWORD_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$UlVOVElNRVNBTFQ$SEVMTE9IQVNIT1VUUFVUVkFMVUVYWFhYWFhYWFhYWA";
+
+/// An enabled user who never logged in.
+fn user(tenant: &str, username: &str, created_at: i64) -> UserRecord {
+    UserRecord {
+        tenant_id: tenant.to_owned(),
+        username: username.to_owned(),
+        password_hash: PASSWORD_HASH.to_owned(),
+        created_at,
+        disabled_at: None,
+        password_changed_at: created_at,
+        failed_logins: 0,
+        locked_until: None,
+        last_login_at: None,
+    }
+}
+
+fn throttle(failed_logins: u32, locked_until: Option<i64>) -> Option<LoginThrottle> {
+    Some(LoginThrottle {
+        failed_logins,
+        locked_until,
+    })
+}
+
+both_backends! {
+    async fn user_round_trip(db: &Db) {
+        let store = db.open().await;
+        let full = UserRecord {
+            disabled_at: Some(30),
+            password_changed_at: 20,
+            failed_logins: 2,
+            locked_until: Some(40),
+            last_login_at: Some(15),
+            ..user(DEFAULT_TENANT, "alice@example.com", 10)
+        };
+        let bare = user(DEFAULT_TENANT, "bob", 11);
+        for rec in [&full, &bare] {
+            store.insert_user(rec).await.unwrap();
+            let got = store.user(DEFAULT_TENANT, &rec.username).await.unwrap();
+            assert_eq!(got.as_ref(), Some(rec));
+        }
+        assert_eq!(store.user(DEFAULT_TENANT, "carol").await.unwrap(), None);
+        // Lookups are exact.
+        assert_eq!(store.user(DEFAULT_TENANT, "BOB").await.unwrap(), None);
+    }
+
+    async fn users_are_listed_by_username_bytewise(db: &Db) {
+        let store = db.open().await;
+        for (name, at) in [("bob", 1), ("Carol", 2), ("alice", 3), ("_x", 4), ("0zed", 5)] {
+            store.insert_user(&user(DEFAULT_TENANT, name, at)).await.unwrap();
+        }
+        let listed: Vec<String> = store
+            .list_users(DEFAULT_TENANT)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.username)
+            .collect();
+        // "C" < "_" < "a" bytewise, whatever the locale.
+        assert_eq!(listed, ["0zed", "Carol", "_x", "alice", "bob"]);
+    }
+
+    async fn username_taken_in_any_case_is_duplicate(db: &Db) {
+        let store = db.open().await;
+        let first = user(DEFAULT_TENANT, "alice", 1);
+        store.insert_user(&first).await.unwrap();
+        for taken in ["alice", "Alice", "ALICE"] {
+            let err = store.insert_user(&user(DEFAULT_TENANT, taken, 2)).await.unwrap_err();
+            assert!(matches!(err, StoreError::Duplicate), "{taken}: {err:?}");
+        }
+        assert_eq!(store.list_users(DEFAULT_TENANT).await.unwrap(), [first]);
+        // Usernames are unique per tenant only.
+        store.insert_user(&user("acme", "Alice", 3)).await.unwrap();
+    }
+
+    async fn invalid_usernames_are_rejected(db: &Db) {
+        let store = db.open().await;
+        let too_long = "a".repeat(65);
+        for name in ["", too_long.as_str(), "a b", "a/b", "a:b", "é", "a\n", "a%40b", "a\0"] {
+            let err = store.insert_user(&user(DEFAULT_TENANT, name, 1)).await.unwrap_err();
+            assert!(matches!(err, StoreError::InvalidRecord(_)), "{name:?}: {err:?}");
+        }
+        assert_eq!(store.list_users(DEFAULT_TENANT).await.unwrap(), []);
+        let longest = "a".repeat(64);
+        for name in [longest.as_str(), "a.b_c@d-e", "Z", "0"] {
+            store.insert_user(&user(DEFAULT_TENANT, name, 1)).await.unwrap();
+        }
+    }
+
+    async fn disable_keeps_the_first_time_and_enable_clears_it(db: &Db) {
+        let store = db.open().await;
+        store.insert_user(&user(DEFAULT_TENANT, "alice", 1)).await.unwrap();
+        let disabled_at = |store: Arc<dyn Store>| async move {
+            store.user(DEFAULT_TENANT, "alice").await.unwrap().unwrap().disabled_at
+        };
+        assert!(store.set_user_disabled(DEFAULT_TENANT, "alice", Some(100)).await.unwrap());
+        assert_eq!(disabled_at(store.clone()).await, Some(100));
+        assert!(store.set_user_disabled(DEFAULT_TENANT, "alice", Some(200)).await.unwrap());
+        assert_eq!(disabled_at(store.clone()).await, Some(100));
+        assert!(store.set_user_disabled(DEFAULT_TENANT, "alice", None).await.unwrap());
+        assert_eq!(disabled_at(store.clone()).await, None);
+        assert!(store.set_user_disabled(DEFAULT_TENANT, "alice", None).await.unwrap());
+        assert_eq!(store.user(DEFAULT_TENANT, "alice").await.unwrap(), Some(user(DEFAULT_TENANT, "alice", 1)));
+
+        assert!(!store.set_user_disabled(DEFAULT_TENANT, "bob", Some(100)).await.unwrap());
+        assert!(!store.set_user_disabled(DEFAULT_TENANT, "bob", None).await.unwrap());
+    }
+
+    async fn failures_lock_the_account_at_the_threshold_and_success_resets(db: &Db) {
+        let store = db.open().await;
+        store.insert_user(&user(DEFAULT_TENANT, "alice", 1)).await.unwrap();
+        let fail = |at: i64, lock_for: i64| {
+            let store = store.clone();
+            async move {
+                store.record_login_failure(DEFAULT_TENANT, "alice", at, 3, lock_for).await.unwrap()
+            }
+        };
+        assert_eq!(fail(10, 60).await, throttle(1, None));
+        assert_eq!(fail(11, 60).await, throttle(2, None));
+        // The third failure locks; every later one extends the lock.
+        assert_eq!(fail(12, 60).await, throttle(3, Some(72)));
+        assert_eq!(fail(100, 60).await, throttle(4, Some(160)));
+        // A lock is never shortened (replicas' clocks differ slightly).
+        assert_eq!(fail(99, 60).await, throttle(5, Some(160)));
+        assert_eq!(fail(101, 0).await, throttle(6, Some(160)));
+        let got = store.user(DEFAULT_TENANT, "alice").await.unwrap().unwrap();
+        assert_eq!((got.failed_logins, got.locked_until), (6, Some(160)));
+
+        store.record_login_success(DEFAULT_TENANT, "alice", 200).await.unwrap();
+        let got = store.user(DEFAULT_TENANT, "alice").await.unwrap().unwrap();
+        assert_eq!(got, UserRecord { last_login_at: Some(200), ..user(DEFAULT_TENANT, "alice", 1) });
+        assert_eq!(fail(201, 60).await, throttle(1, None));
+
+        // No such user: nothing to count, nothing created.
+        let none = store.record_login_failure(DEFAULT_TENANT, "bob", 1, 3, 60).await.unwrap();
+        assert_eq!(none, None);
+        store.record_login_success(DEFAULT_TENANT, "bob", 1).await.unwrap();
+        assert_eq!(store.user(DEFAULT_TENANT, "bob").await.unwrap(), None);
+
+        for (lock_after, lock_for) in [(0, 60), (3, -1)] {
+            let err = store
+                .record_login_failure(DEFAULT_TENANT, "alice", 300, lock_after, lock_for)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StoreError::InvalidRecord(_)), "{err:?}");
+        }
+        let got = store.user(DEFAULT_TENANT, "alice").await.unwrap().unwrap();
+        assert_eq!(got.failed_logins, 1);
+
+        // An absurd lock duration saturates instead of overflowing.
+        let locked = store
+            .record_login_failure(DEFAULT_TENANT, "alice", 400, 1, i64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(locked, throttle(2, Some(i64::MAX)));
+    }
+
+    async fn password_change_replaces_the_hash_and_clears_the_lock(db: &Db) {
+        let store = db.open().await;
+        store.insert_user(&user(DEFAULT_TENANT, "alice", 1)).await.unwrap();
+        store.record_login_failure(DEFAULT_TENANT, "alice", 10, 1, 60).await.unwrap();
+        let new_hash = "$argon2id$v=19$m=19456,t=2,p=1$bmV3c2FsdA$bmV3aGFzaA";
+        assert!(store.set_user_password(DEFAULT_TENANT, "alice", new_hash, 50).await.unwrap());
+        let got = store.user(DEFAULT_TENANT, "alice").await.unwrap().unwrap();
+        let expected = UserRecord {
+            password_hash: new_hash.to_owned(),
+            password_changed_at: 50,
+            ..user(DEFAULT_TENANT, "alice", 1)
+        };
+        assert_eq!(got, expected);
+        assert!(!store.set_user_password(DEFAULT_TENANT, "bob", new_hash, 50).await.unwrap());
+        assert_eq!(store.user(DEFAULT_TENANT, "bob").await.unwrap(), None);
+    }
+
+    async fn concurrent_failures_on_two_handles_are_all_counted(db: &Db) {
+        // Two replicas (two handles, two pools) see a burst of wrong passwords
+        // for one account: every failure counts exactly once.
+        const N: u32 = 40;
+        const LOCK_AFTER: u32 = 25;
+        let replicas = [db.open().await, db.open().await];
+        replicas[0].insert_user(&user(DEFAULT_TENANT, "alice", 1)).await.unwrap();
+        let tasks: Vec<_> = (0..N)
+            .map(|i| {
+                let store = Arc::clone(&replicas[i as usize % 2]);
+                tokio::spawn(async move {
+                    store
+                        .record_login_failure(DEFAULT_TENANT, "alice", 1_000, LOCK_AFTER, 60)
+                        .await
+                        .unwrap()
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut seen = Vec::new();
+        for task in tasks {
+            seen.push(task.await.unwrap());
+        }
+        // Each call saw a count of its own: no two read the same old value.
+        let mut counts: Vec<u32> = seen.iter().map(|t| t.failed_logins).collect();
+        counts.sort_unstable();
+        assert_eq!(counts, (1..=N).collect::<Vec<_>>());
+        for t in &seen {
+            let expected = (t.failed_logins >= LOCK_AFTER).then_some(1_060);
+            assert_eq!(t.locked_until, expected, "{t:?}");
+        }
+        let got = replicas[1].user(DEFAULT_TENANT, "alice").await.unwrap().unwrap();
+        assert_eq!((got.failed_logins, got.locked_until), (N, Some(1_060)));
+    }
+
+    async fn tenant_isolation_for_users(db: &Db) {
+        let store = db.open().await;
+        let mine = user(DEFAULT_TENANT, "alice", 1);
+        store.insert_user(&mine).await.unwrap();
+
+        assert_eq!(store.user("acme", "alice").await.unwrap(), None);
+        assert_eq!(store.list_users("acme").await.unwrap(), []);
+        assert!(!store.set_user_disabled("acme", "alice", Some(5)).await.unwrap());
+        assert!(!store.set_user_password("acme", "alice", "x", 5).await.unwrap());
+        assert_eq!(store.record_login_failure("acme", "alice", 5, 1, 60).await.unwrap(), None);
+        store.record_login_success("acme", "alice", 5).await.unwrap();
+        assert_eq!(store.list_users(DEFAULT_TENANT).await.unwrap(), std::slice::from_ref(&mine));
+    }
+}
+
 #[test]
 fn debug_of_records_shows_no_key_material_or_hashes() {
     let key = signing_key(DEFAULT_TENANT, "k", KeyState::Current, 1);
@@ -919,6 +1146,16 @@ fn debug_of_records_shows_no_key_material_or_hashes() {
         debug_client.contains("previous_secret_hash: Some(<redacted>)"),
         "{debug_client}"
     );
+    let user = user(DEFAULT_TENANT, "alice", 1);
+    let debug_user = format!("{user:?}");
+    assert!(
+        debug_user.contains("password_hash: <redacted>") && debug_user.contains(r#""alice""#),
+        "{debug_user}"
+    );
+    for part in PASSWORD_HASH.split('$').filter(|p| p.len() > 8) {
+        assert!(!debug_user.contains(part), "{part} in {debug_user}");
+    }
+
     let public = ClientRecord {
         secret_hash: None,
         ..client(DEFAULT_TENANT, "c", 1)
@@ -1006,7 +1243,8 @@ async fn sqlite_file_is_created_in_wal_mode() {
             "_sqlx_migrations",
             "api_keys",
             "oauth_clients",
-            "signing_keys"
+            "signing_keys",
+            "users"
         ]
     );
     drop(store);
