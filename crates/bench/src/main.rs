@@ -15,7 +15,8 @@
 //! The load generator (hyper, keep-alive, N connections each sending
 //! sequential `tools/call` POSTs) runs direct → nginx → mcpgate, rotated per
 //! round, and prints the median over rounds; then 10,000 idle SSE streams are
-//! opened through a fresh mcpgate and its RSS is read from `/proc`.
+//! opened through a fresh mcpgate and its RSS is read from `/proc` (and the
+//! same through a fresh nginx, for reference).
 //! See `crates/bench/README.md` for how to run it and read the output.
 //!
 //! Trust boundary: none; this is a local measuring tool. It only signals
@@ -67,9 +68,18 @@ pub struct RunArgs {
     /// Unmeasured time before each measurement, on the same connections.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
-    /// Rounds of direct/nginx/mcpgate; the table shows the median round.
+    /// Rounds of direct/nginx/mcpgate; the table shows medians over rounds.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// Targets to measure (e.g. `mcpgate` alone while profiling it); the
+    /// comparisons need all three.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "direct,nginx,mcpgate",
+        value_parser = ["direct", "nginx", "mcpgate"]
+    )]
+    pub targets: Vec<String>,
     /// Concurrent keep-alive connections of the load generator.
     #[arg(long, default_value_t = 32)]
     pub connections: usize,
@@ -83,10 +93,13 @@ pub struct RunArgs {
     /// Runtime threads of the load generator (this process).
     #[arg(long, default_value_t = 1)]
     pub client_threads: usize,
-    /// Idle SSE streams to open through mcpgate for the RSS measurement
-    /// (0 skips that phase).
+    /// Idle SSE streams to open through mcpgate (and nginx) for the RSS
+    /// measurement (0 skips that phase).
     #[arg(long, default_value_t = 10_000)]
     pub sse_streams: usize,
+    /// Do not open the same idle SSE streams through nginx for reference.
+    #[arg(long)]
+    pub skip_sse_nginx: bool,
     /// Skip the throughput/latency phase.
     #[arg(long)]
     pub skip_load: bool,

@@ -161,7 +161,7 @@ pub fn cpu_secs_tree(pid: u32) -> f64 {
 }
 
 /// utime + stime of a process (all its threads), in seconds.
-fn cpu_secs(pid: u32) -> f64 {
+pub fn cpu_secs(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
@@ -173,6 +173,24 @@ fn cpu_secs(pid: u32) -> f64 {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     (ticks(11) + ticks(12)) as f64 / TICKS_PER_SEC
+}
+
+/// CPU seconds all CPUs spent busy so far (`/proc/stat`: user, nice,
+/// system, irq, softirq, steal), to tell how much else ran during a window.
+pub fn system_busy_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return 0.0;
+    };
+    let Some(cpu) = stat.lines().next().and_then(|l| l.strip_prefix("cpu ")) else {
+        return 0.0;
+    };
+    let f: Vec<u64> = cpu
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal
+    (at(0) + at(1) + at(2) + at(5) + at(6) + at(7)) as f64 / TICKS_PER_SEC
 }
 
 /// Memory of a process from `/proc/PID/status`, in KiB.
@@ -198,6 +216,25 @@ pub fn memory(pid: u32) -> anyhow::Result<Memory> {
         hwm_kib: field("VmHWM:").unwrap_or(0),
         threads: field("Threads:").unwrap_or(0),
     })
+}
+
+/// Memory of a process and its direct children (nginx's workers), summed.
+pub fn memory_tree(pid: u32) -> anyhow::Result<Memory> {
+    let mut total = memory(pid)?;
+    for c in children(pid) {
+        let m = memory(c)?;
+        total.rss_kib += m.rss_kib;
+        total.hwm_kib += m.hwm_kib;
+        total.threads += m.threads;
+    }
+    Ok(total)
+}
+
+/// The direct children of `pid`, or `pid` itself if it has none: the
+/// processes that hold the connections (nginx's workers; mcpgate itself).
+pub fn connection_holders(pid: u32) -> Vec<u32> {
+    let c = children(pid);
+    if c.is_empty() { vec![pid] } else { c }
 }
 
 /// (open file descriptors, soft limit) of a process.

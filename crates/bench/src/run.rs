@@ -1,6 +1,6 @@
 //! One benchmark run: start the upstream, the issuer, mcpgate and nginx,
 //! measure the three targets in rotated order per round, then open the idle
-//! SSE streams through a fresh mcpgate, and report.
+//! SSE streams through a fresh mcpgate (and a fresh nginx), and report.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -57,13 +57,33 @@ async fn run(args: RunArgs, fd_limit: (Option<u64>, Option<u64>)) -> anyhow::Res
         .context("creating the temporary directory")?;
     let dir = tmp.path().to_owned();
     progress!("working directory {}", dir.display());
+    let result = measure_all(&args, &dir, &mcpgate, fd_limit).await;
+    if args.keep_tmp {
+        // Kept whatever the outcome: the child logs explain failures.
+        let kept = tmp.keep();
+        progress!("kept {}", kept.display());
+    }
+    let report = result?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(report.passed())
+}
 
-    let (mut upstream, upstream_addr) = start_upstream(&args, &dir).await?;
+async fn measure_all(
+    args: &RunArgs,
+    dir: &Path,
+    mcpgate: &Path,
+    fd_limit: (Option<u64>, Option<u64>),
+) -> anyhow::Result<Report> {
+    let (mut upstream, upstream_addr) = start_upstream(args, dir).await?;
     progress!("upstream on {upstream_addr} (pid {})", upstream.pid());
     let issuer = Issuer::start().await?;
     progress!("issuer {} (JWKS {})", issuer.issuer, issuer.jwks_uri);
 
-    let nginx_version = if args.skip_load {
+    let nginx_version = if args.skip_load && (args.sse_streams == 0 || args.skip_sse_nginx) {
         String::new()
     } else {
         nginx_version(&args.nginx).await?
@@ -84,26 +104,15 @@ async fn run(args: RunArgs, fd_limit: (Option<u64>, Option<u64>)) -> anyhow::Res
     let runs = if args.skip_load {
         Vec::new()
     } else {
-        load_phase(&args, &dir, &mcpgate, &issuer, &mut upstream, upstream_addr).await?
+        load_phase(args, dir, mcpgate, &issuer, &mut upstream, upstream_addr).await?
     };
     let sse = if args.sse_streams > 0 {
-        Some(sse_phase(&args, &dir, &mcpgate, &issuer, &mut upstream, upstream_addr).await?)
+        sse_phase(args, dir, mcpgate, &issuer, &mut upstream, upstream_addr).await?
     } else {
-        None
+        Vec::new()
     };
     upstream.stop(Duration::from_secs(2)).await;
-
-    let report = Report::new(setup, runs, sse);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.text());
-    }
-    if args.keep_tmp {
-        let kept = tmp.keep();
-        progress!("kept {}", kept.display());
-    }
-    Ok(report.passed())
+    Ok(Report::new(setup, runs, sse))
 }
 
 async fn load_phase(
@@ -116,7 +125,7 @@ async fn load_phase(
 ) -> anyhow::Result<Vec<RunStats>> {
     let mut gw =
         Gateway::start(mcpgate, dir, "gateway", issuer, upstream_addr, args.workers).await?;
-    let mut nginx = start_nginx(args, dir, upstream_addr).await?;
+    let mut nginx = start_nginx(args, dir, upstream_addr, "nginx").await?;
     progress!(
         "mcpgate on {} (pid {}), nginx on {} (pid {}), {} worker(s) each",
         gw.addr,
@@ -158,11 +167,15 @@ async fn load_phase(
         bail!("mcpgate answered {status} to a tools/call without a token; expected 401");
     }
 
+    let selected: Vec<&Target> = targets
+        .iter()
+        .filter(|t| args.targets.iter().any(|n| n == t.name))
+        .collect();
     let mut runs = Vec::new();
     for round in 0..args.rounds {
-        for k in 0..targets.len() {
+        for k in 0..selected.len() {
             // Rotate the order so no target always runs first or last.
-            let t = &targets[(round + k) % targets.len()];
+            let t = selected[(round + k) % selected.len()];
             let proxy_pid = match t.name {
                 "nginx" => Some(nginx.0.pid()),
                 "mcpgate" => Some(gw.child.pid()),
@@ -206,7 +219,9 @@ async fn measure(
         (
             proxy_pid.map(proc::cpu_secs_tree),
             proc::cpu_secs_tree(upstream_pid),
-            proc::cpu_secs_tree(me),
+            // Not the tree: the proxies and the upstream are our children.
+            proc::cpu_secs(me),
+            proc::system_busy_secs(),
         )
     };
     let sampler = tokio::spawn(async move {
@@ -216,8 +231,10 @@ async fn measure(
         (a, sample())
     });
     let r = load::run(t, args.connections, start, end).await?;
-    let ((p0, u0, c0), (p1, u1, c1)) = sampler.await?;
+    let ((p0, u0, c0, s0), (p1, u1, c1, s1)) = sampler.await?;
     let per_req = |a: f64, b: f64| (b - a) * 1e6 / r.ok.max(1) as f64;
+    let ours = (p1.unwrap_or(0.0) - p0.unwrap_or(0.0)) + (u1 - u0) + (c1 - c0);
+    let background_cpus = ((s1 - s0) - ours).max(0.0) / args.duration.as_secs_f64();
     Ok(RunStats {
         target: t.name,
         round,
@@ -231,9 +248,12 @@ async fn measure(
         proxy_cpu_us_per_req: p0.zip(p1).map(|(a, b)| per_req(a, b)),
         upstream_cpu_us_per_req: per_req(u0, u1),
         client_cpu_us_per_req: per_req(c0, c1),
+        background_cpus,
     })
 }
 
+/// Opens the idle SSE streams through a fresh mcpgate and, for reference,
+/// through a fresh nginx.
 async fn sse_phase(
     args: &RunArgs,
     dir: &Path,
@@ -241,9 +261,10 @@ async fn sse_phase(
     issuer: &Issuer,
     upstream: &mut Child,
     upstream_addr: SocketAddr,
-) -> anyhow::Result<SseStats> {
-    // A fresh gateway, so the memory measured is the streams' and not
-    // what the load phase left in the allocator.
+) -> anyhow::Result<Vec<SseStats>> {
+    let mut out = Vec::new();
+    // Fresh processes, so the memory measured is the streams' and not what
+    // the load phase left in the allocator.
     let mut gw = Gateway::start(
         mcpgate,
         dir,
@@ -253,35 +274,67 @@ async fn sse_phase(
         args.workers,
     )
     .await?;
-    let token = issuer.mint(&gw.resource, "mcp");
     let target = Target {
         name: "mcpgate",
         addr: gw.addr,
         path: ROUTE.into(),
-        bearer: Some(token.clone()),
+        bearer: Some(issuer.mint(&gw.resource, "mcp")),
     };
-    // One call first: keys fetched and the token verified, as on a gateway
-    // that has seen traffic.
-    smoke(&target).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let pid = gw.child.pid();
-    let baseline = proc::memory(pid)?;
-    let (baseline_fds, soft) = proc::fds(pid)?;
+    let r = hold_streams(args, &target, &mut gw.child, upstream).await;
+    gw.child.stop(Duration::from_secs(5)).await;
+    out.push(r?);
+    if !args.skip_sse_nginx {
+        let (mut nginx, addr) = start_nginx(args, dir, upstream_addr, "nginx-sse").await?;
+        let target = Target {
+            name: "nginx",
+            addr,
+            path: ROUTE.into(),
+            bearer: None,
+        };
+        let r = hold_streams(args, &target, &mut nginx, upstream).await;
+        nginx.stop(Duration::from_secs(5)).await;
+        out.push(r?);
+    }
+    Ok(out)
+}
 
-    // Each stream costs the gateway two sockets (client and upstream side),
-    // and this process and the upstream one each.
-    let gw_budget = soft.saturating_sub(baseline_fds + FD_MARGIN) / 2;
+/// Opens `--sse-streams` idle streams through `proxy` (as many as the fd
+/// limits allow), reading its RSS before, along the way and at the end.
+async fn hold_streams(
+    args: &RunArgs,
+    target: &Target,
+    proxy: &mut Child,
+    upstream: &mut Child,
+) -> anyhow::Result<SseStats> {
+    // One call first: keys fetched and the token verified, as on a proxy
+    // that has seen traffic.
+    smoke(target).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = proxy.pid();
+    let baseline = proc::memory_tree(pid)?;
+    // The process holding the connections (nginx: its worker).
+    let holder = proc::connection_holders(pid)
+        .into_iter()
+        .next()
+        .unwrap_or(pid);
+    let (baseline_fds, soft) = proc::fds(holder)?;
+
+    // Each stream costs the proxy two sockets (client and upstream side),
+    // and this process and the upstream one each. With several nginx
+    // workers the streams spread over them; the budget assumes one.
+    let proxy_budget = soft.saturating_sub(baseline_fds + FD_MARGIN) / 2;
     let (my_open, my_soft) = proc::fds(std::process::id())?;
     let my_budget = my_soft.saturating_sub(my_open + FD_MARGIN);
     let (up_open, up_soft) = proc::fds(upstream.pid())?;
     let up_budget = up_soft.saturating_sub(up_open + FD_MARGIN);
     let requested = args.sse_streams;
-    let budget = gw_budget.min(my_budget).min(up_budget) as usize;
+    let budget = proxy_budget.min(my_budget).min(up_budget) as usize;
     let n = requested.min(budget);
+    let name = target.name;
     let limited_by = (n < requested).then(|| {
         format!(
-            "RLIMIT_NOFILE: mcpgate's soft limit is {soft} with {baseline_fds} fds open at rest and \
-             needs 2 per stream (client + upstream socket), so at most {gw_budget} streams fit \
+            "RLIMIT_NOFILE: {name}'s soft limit is {soft} with {baseline_fds} fds open at rest and \
+             it needs 2 per stream (client + upstream socket), so at most {proxy_budget} streams fit \
              (this process: {my_budget}, upstream: {up_budget}); the hard limit can only be raised \
              with CAP_SYS_RESOURCE, so the RSS at {requested} is projected from the measured slope"
         )
@@ -290,10 +343,11 @@ async fn sse_phase(
         progress!("{why}");
     }
     progress!(
-        "opening {n} idle SSE streams through mcpgate (baseline RSS {} KiB, {baseline_fds} fds)",
+        "opening {n} idle SSE streams through {name} (baseline RSS {} KiB, {baseline_fds} fds)",
         baseline.rss_kib
     );
 
+    let bearer = target.bearer.as_deref();
     let mut streams = Vec::with_capacity(n);
     let mut checkpoints = Vec::new();
     let batches = 4;
@@ -301,14 +355,22 @@ async fn sse_phase(
     for b in 0..batches {
         let upto = n * (b + 1) / batches;
         let batch = upto - streams.len();
-        let opened = sse::open(gw.addr, ROUTE, &token, batch)
+        let opened = sse::open(target.addr, &target.path, bearer, batch)
             .await
-            .with_context(|| format!("opening SSE streams {}..{upto}", streams.len()))?;
+            .with_context(|| {
+                format!(
+                    "opening SSE streams {}..{upto} through {name}",
+                    streams.len()
+                )
+            })?;
         streams.extend(opened);
-        gw.child.check_alive()?;
+        proxy.check_alive()?;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let m = proc::memory(pid)?;
-        progress!("  {upto} streams open: RSS {} KiB", m.rss_kib);
+        let m = proc::memory_tree(pid)?;
+        progress!(
+            "  {upto} streams open through {name}: RSS {} KiB",
+            m.rss_kib
+        );
         checkpoints.push((upto, m));
     }
     progress!(
@@ -317,12 +379,11 @@ async fn sse_phase(
         started.elapsed().as_secs_f64()
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let at_end = proc::memory(pid)?;
-    let (fds_at_end, _) = proc::fds(pid)?;
+    let at_end = proc::memory_tree(pid)?;
+    let (fds_at_end, _) = proc::fds(holder)?;
     // Still alive? A stream that ended would be a proxy bug.
-    gw.child.check_alive()?;
+    proxy.check_alive()?;
     drop(streams);
-    gw.child.stop(Duration::from_secs(5)).await;
 
     let kib_per_stream = if n > 0 {
         at_end.rss_kib.saturating_sub(baseline.rss_kib) as f64 / n as f64
@@ -336,6 +397,7 @@ async fn sse_phase(
         at_end.rss_kib as f64
     };
     Ok(SseStats {
+        target: name,
         requested,
         opened: n,
         limited_by,
@@ -459,7 +521,14 @@ async fn nginx_version(bin: &Path) -> anyhow::Result<String> {
 /// the upstream, no buffering, no access log (mcpgate writes no per-request
 /// log either), keep-alive limits raised so neither side closes
 /// connections during the run (hyper, under mcpgate, has no such limit).
-fn nginx_conf(dir: &Path, port: u16, upstream: SocketAddr, workers: usize) -> String {
+fn nginx_conf(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    upstream: SocketAddr,
+    workers: usize,
+    worker_connections: usize,
+) -> String {
     // As root, nginx's workers would switch to `nobody`, who cannot use the
     // (0700) temporary directory; they stay root here.
     let user = if proc::is_root() { "user root;\n" } else { "" };
@@ -467,16 +536,16 @@ fn nginx_conf(dir: &Path, port: u16, upstream: SocketAddr, workers: usize) -> St
     format!(
         "# Written by mcpgate-bench.\n\
          {user}worker_processes {workers};\n\
-         error_log {d}/nginx-error.log warn;\n\
-         pid {d}/nginx.pid;\n\
-         events {{ worker_connections 4096; }}\n\
+         error_log {d}/{name}-error.log warn;\n\
+         pid {d}/{name}.pid;\n\
+         events {{ worker_connections {worker_connections}; }}\n\
          http {{\n\
          \x20   access_log off;\n\
-         \x20   client_body_temp_path {d}/nginx-tmp/body;\n\
-         \x20   proxy_temp_path {d}/nginx-tmp/proxy;\n\
-         \x20   fastcgi_temp_path {d}/nginx-tmp/fastcgi;\n\
-         \x20   uwsgi_temp_path {d}/nginx-tmp/uwsgi;\n\
-         \x20   scgi_temp_path {d}/nginx-tmp/scgi;\n\
+         \x20   client_body_temp_path {d}/{name}-tmp/body;\n\
+         \x20   proxy_temp_path {d}/{name}-tmp/proxy;\n\
+         \x20   fastcgi_temp_path {d}/{name}-tmp/fastcgi;\n\
+         \x20   uwsgi_temp_path {d}/{name}-tmp/uwsgi;\n\
+         \x20   scgi_temp_path {d}/{name}-tmp/scgi;\n\
          \x20   keepalive_requests 100000000;\n\
          \x20   upstream mcp {{\n\
          \x20       server {upstream};\n\
@@ -490,6 +559,8 @@ fn nginx_conf(dir: &Path, port: u16, upstream: SocketAddr, workers: usize) -> St
          \x20           proxy_http_version 1.1;\n\
          \x20           proxy_set_header Connection \"\";\n\
          \x20           proxy_buffering off;\n\
+         \x20           # Idle event streams stay open (mcpgate has no read timeout).\n\
+         \x20           proxy_read_timeout 1h;\n\
          \x20       }}\n\
          \x20   }}\n\
          }}\n"
@@ -500,22 +571,31 @@ async fn start_nginx(
     args: &RunArgs,
     dir: &Path,
     upstream: SocketAddr,
+    name: &str,
 ) -> anyhow::Result<(Child, SocketAddr)> {
     let port = proc::free_port()?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    std::fs::create_dir_all(dir.join("nginx-tmp"))?;
-    let conf: PathBuf = dir.join("nginx.conf");
-    std::fs::write(&conf, nginx_conf(dir, port, upstream, args.workers))?;
+    std::fs::create_dir_all(dir.join(format!("{name}-tmp")))?;
+    let conf: PathBuf = dir.join(format!("{name}.conf"));
+    // nginx preallocates its connection table (it counts in its RSS): room
+    // for the load and, two connections per proxied stream, the SSE phase,
+    // plus the 1/16 nginx keeps free (below that it starts closing
+    // connections it deems reusable).
+    let worker_connections = (2 * args.sse_streams * 9 / 8 + 1024).max(4096);
+    std::fs::write(
+        &conf,
+        nginx_conf(dir, name, port, upstream, args.workers, worker_connections),
+    )?;
     let mut cmd = tokio::process::Command::new(&args.nginx);
     cmd.arg("-p")
         .arg(dir)
         .arg("-e")
-        .arg(dir.join("nginx-error.log"))
+        .arg(dir.join(format!("{name}-error.log")))
         .arg("-c")
         .arg(&conf)
         .arg("-g")
         .arg("daemon off;");
-    let mut child = Child::spawn("nginx", cmd, &dir.join("nginx.log"), false)?;
+    let mut child = Child::spawn("nginx", cmd, &dir.join(format!("{name}.log")), false)?;
     // GET goes through to the upstream, which answers 405 to a GET that
     // does not ask for an event stream.
     child

@@ -1,6 +1,6 @@
-//! Idle SSE streams: many `GET` event streams held open through the
-//! gateway, each confirmed by its `200` and `text/event-stream` headers,
-//! while the gateway's resident memory is read.
+//! Idle SSE streams: many `GET` event streams held open through a proxy,
+//! each confirmed by its `200` and `text/event-stream` headers,
+//! while the proxy's resident memory is read.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,7 +32,7 @@ pub struct Stream {
 pub async fn open(
     addr: SocketAddr,
     path: &str,
-    bearer: &str,
+    bearer: Option<&str>,
     n: usize,
 ) -> anyhow::Result<Vec<Stream>> {
     let mut headers = HeaderMap::new();
@@ -45,10 +45,12 @@ pub async fn open(
         "mcp-protocol-version",
         HeaderValue::from_static(PROTOCOL_VERSION),
     );
-    headers.insert(
-        header::AUTHORIZATION,
-        HeaderValue::from_str(&format!("Bearer {bearer}"))?,
-    );
+    if let Some(t) = bearer {
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {t}"))?,
+        );
+    }
     let headers = Arc::new(headers);
     let path: Arc<str> = path.into();
     let permits = Arc::new(tokio::sync::Semaphore::new(OPENING_AT_ONCE));
