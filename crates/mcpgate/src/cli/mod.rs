@@ -1,0 +1,458 @@
+//! Command-line interface and wiring.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mcpgate_core::ScopeSet;
+use mcpgate_core::config::{AuthMode, Config, ConfigError, Upstream};
+use mcpgate_store::{ApiKeyRecord, DEFAULT_TENANT, Store, StoreError, UserRecord};
+use serde_json::json;
+
+/// OAuth 2.1 gateway for MCP servers.
+#[derive(Debug, Parser)]
+#[command(name = "mcpgate", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Configuration file (TOML).
+    #[arg(long, short = 'c', env = "MCPGATE_CONFIG", value_name = "FILE")]
+    config: PathBuf,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Log format (pretty on a terminal by default).
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// API keys for agents and scripts.
+    Apikey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+    /// OAuth clients of the built-in authorization server.
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+    /// Signing keys of the built-in authorization server.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Local user accounts of the built-in authorization server.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create an account; its password is read from standard input.
+    Add {
+        #[command(flatten)]
+        common: Common,
+        /// Username: 1 to 64 characters of A-Z a-z 0-9 . _ @ -
+        name: String,
+        /// Read the password from standard input (one line). Required: a
+        /// password in the arguments would be in the shell history and the
+        /// process list.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List accounts and their state (never password hashes).
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Refuse all logins to an account until it is enabled again.
+    Disable {
+        #[command(flatten)]
+        common: Common,
+        name: String,
+    },
+    /// Allow a disabled account to log in again.
+    Enable {
+        #[command(flatten)]
+        common: Common,
+        name: String,
+    },
+    /// Set a new password, read from standard input; also lifts a lockout.
+    Passwd {
+        #[command(flatten)]
+        common: Common,
+        name: String,
+        /// Read the password from standard input (one line); required.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Register a client; a confidential client's secret is printed once.
+    Add {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        name: String,
+        /// Allowed redirect URI (repeatable).
+        #[arg(long = "redirect-uri", value_name = "URI")]
+        redirect_uris: Vec<String>,
+        /// A confidential client (gets a secret).
+        #[arg(long)]
+        confidential: bool,
+        /// Grant type the client may use (repeatable), e.g. client_credentials.
+        #[arg(long = "grant", value_name = "GRANT")]
+        grants: Vec<String>,
+        /// How a confidential client authenticates.
+        #[arg(long, default_value = "client_secret_basic", value_parser = ["client_secret_basic", "client_secret_post"])]
+        auth_method: String,
+        /// Scopes the client may be granted (default: any scope of the resource).
+        #[arg(long)]
+        scope: Option<String>,
+    },
+    /// List clients (never secrets).
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Remove a client.
+    Remove {
+        #[command(flatten)]
+        common: Common,
+        client_id: String,
+    },
+    /// Give a confidential client a new secret; the old one keeps working
+    /// for `secret_rotation_grace_secs`.
+    RotateSecret {
+        #[command(flatten)]
+        common: Common,
+        client_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Key ids, states and dates (never key material).
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Rotate now: the published next key starts signing.
+    Rotate {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file; exits 64 with the reason if invalid.
+    Check {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiKeyCommand {
+    /// Create a key; it is printed once and only its hash is stored.
+    Create {
+        #[command(flatten)]
+        common: Common,
+        /// A name to recognise the key by.
+        #[arg(long)]
+        name: String,
+        /// The route path the key opens (e.g. /mcp).
+        #[arg(long)]
+        route: String,
+        /// Space-separated scopes granted to the key.
+        #[arg(long, default_value = "")]
+        scopes: String,
+        /// Lifetime, e.g. 30d, 12h, 15m, 3600s (default: no expiry).
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Revoke a key; the next request with it is refused.
+    Revoke {
+        #[command(flatten)]
+        common: Common,
+        /// The key id (as shown by `apikey list`).
+        id: String,
+    },
+}
+
+mod apikey;
+mod authserver;
+mod user;
+
+use apikey::apikey;
+use authserver::{client, keys, open_key_ring};
+use user::user;
+
+const EXIT_CONFIG: u8 = 64;
+
+pub async fn run(cli: Cli) -> ExitCode {
+    let json = match &cli.command {
+        Command::Serve { common, .. } => common.json,
+        Command::Config {
+            command: ConfigCommand::Check { common },
+        } => common.json,
+        Command::Apikey { command } => match command {
+            ApiKeyCommand::Create { common, .. }
+            | ApiKeyCommand::List { common }
+            | ApiKeyCommand::Revoke { common, .. } => common.json,
+        },
+        Command::Client { command } => match command {
+            ClientCommand::Add { common, .. }
+            | ClientCommand::List { common }
+            | ClientCommand::Remove { common, .. }
+            | ClientCommand::RotateSecret { common, .. } => common.json,
+        },
+        Command::Keys { command } => match command {
+            KeysCommand::List { common } | KeysCommand::Rotate { common } => common.json,
+        },
+        Command::User { command } => match command {
+            UserCommand::Add { common, .. }
+            | UserCommand::List { common }
+            | UserCommand::Disable { common, .. }
+            | UserCommand::Enable { common, .. }
+            | UserCommand::Passwd { common, .. } => common.json,
+        },
+    };
+    let result = match cli.command {
+        Command::Serve { common, log_format } => serve(&common, log_format).await,
+        Command::Config {
+            command: ConfigCommand::Check { common },
+        } => config_check(&common),
+        Command::Apikey { command } => apikey(command).await,
+        Command::Client { command } => client(command).await,
+        Command::Keys { command } => keys(command).await,
+        Command::User { command } => user(command).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let is_config = e.downcast_ref::<ConfigError>().is_some();
+            if json {
+                println!("{}", json!({"ok": false, "error": format!("{e:#}")}));
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            if is_config {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+fn config_check(common: &Common) -> anyhow::Result<()> {
+    let cfg = load(&common.config)?;
+    if common.json {
+        println!(
+            "{}",
+            json!({
+                "ok": true,
+                "routes": cfg.routes.iter().map(|r| &r.path).collect::<Vec<_>>(),
+                "trusted_issuers": cfg.trusted_issuers.iter().map(|i| &i.issuer).collect::<Vec<_>>(),
+            })
+        );
+    } else {
+        println!(
+            "{}: OK ({} route{}, {} trusted issuer{})",
+            common.config.display(),
+            cfg.routes.len(),
+            if cfg.routes.len() == 1 { "" } else { "s" },
+            cfg.trusted_issuers.len(),
+            if cfg.trusted_issuers.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+        );
+    }
+    Ok(())
+}
+
+async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let url = cfg.storage.resolved_url(&cfg.base_dir);
+    mcpgate_store::open(&url)
+        .await
+        .context("opening storage ([storage] url)")
+}
+
+fn init_tracing(format: Option<LogFormat>) {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let format = format.unwrap_or(if std::io::stderr().is_terminal() {
+        LogFormat::Pretty
+    } else {
+        LogFormat::Json
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+async fn serve(common: &Common, log_format: Option<LogFormat>) -> anyhow::Result<()> {
+    let cfg = load(&common.config)?;
+    init_tracing(log_format);
+    let store = open_store(&cfg).await?;
+    let listen = cfg.listen;
+    let metrics_listen = cfg.metrics_listen;
+    let limits = cfg.limits.clone();
+    let banner = banner(&cfg, &common.config);
+    let authserver = if cfg.authorization_server.enabled {
+        let ring = open_key_ring(&cfg, store.clone()).await?;
+        ring.spawn_maintenance();
+        Some(Arc::new(mcpgate_authserver::AuthServer::new(
+            &cfg,
+            ring,
+            store.clone(),
+        )))
+    } else {
+        None
+    };
+    let local = authserver
+        .as_ref()
+        .map(|a| a.keys.clone() as Arc<dyn mcpgate_crypto::jwt::KeySource>);
+    let gw = mcpgate_gateway::Gateway::build_with_local_issuer(cfg, store, local)?;
+    let router = match &authserver {
+        Some(a) => a.router().merge(gw.router()),
+        None => gw.router(),
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (`listen`)"))?;
+    if let Some(addr) = metrics_listen {
+        let ml = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (`metrics_listen`)"))?;
+        tokio::spawn(mcpgate_gateway::serve_metrics(ml, gw.metrics.clone()));
+    }
+    tracing::info!(%listen, "mcpgate listening");
+    println!("{banner}");
+    mcpgate_gateway::serve(
+        listener,
+        router,
+        limits.max_header_bytes,
+        Duration::from_secs(limits.shutdown_grace_secs),
+        shutdown_signal(),
+    )
+    .await;
+    gw.shutdown_upstreams();
+    tracing::info!("mcpgate stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// What to do next, printed on start.
+fn banner(cfg: &Config, config_path: &Path) -> String {
+    let mut s = format!("mcpgate is listening on {}\n", cfg.public_url.as_str());
+    let mut first_oauth = None;
+    for r in &cfg.routes {
+        let upstream = match &r.upstream {
+            Upstream::Http { url } => format!("Streamable HTTP {url}"),
+            Upstream::Stdio { command, .. } => format!("stdio `{}`", command.join(" ")),
+        };
+        let resource = format!("{}{}", cfg.public_url.as_str(), r.path);
+        s.push_str(&format!("\n  route {}  ->  {upstream}\n", r.path));
+        match r.auth {
+            AuthMode::None => s.push_str("    auth: none (public)\n"),
+            AuthMode::Oauth => {
+                first_oauth.get_or_insert(r);
+                s.push_str(&format!(
+                    "    MCP server URL: {resource}\n    protected resource metadata: {}\n    scopes: {}\n",
+                    mcpgate_gateway::metadata::prm_url(cfg.public_url.as_str(), &r.path),
+                    if r.scopes.is_empty() { "(none)".into() } else { r.scopes.to_space_delimited() },
+                ));
+            }
+        }
+    }
+    if let Some(r) = first_oauth {
+        let scopes = r.scopes.to_space_delimited();
+        let exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "mcpgate".into());
+        s.push_str(&format!(
+            "\nNext: create a credential (in another terminal):\n  {exe} apikey create --config {} --name my-agent --route {} --scopes \"{scopes}\"\n\
+             then point an MCP client at {}{} with the header\n  Authorization: Bearer <the key>\n",
+            config_path.display(),
+            r.path,
+            cfg.public_url.as_str(),
+            r.path,
+        ));
+        if !cfg.trusted_issuers.is_empty() {
+            s.push_str("Access tokens from these issuers are accepted too: ");
+            s.push_str(
+                &cfg.trusted_issuers
+                    .iter()
+                    .map(|i| i.issuer.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+            s.push('\n');
+        }
+    }
+    s
+}
