@@ -15,7 +15,7 @@ use crate::RunArgs;
 use crate::issuer::Issuer;
 use crate::load::{self, TOOLS_CALL, Target};
 use crate::proc::{self, Child};
-use crate::report::{Report, RunStats, Setup, SseStats};
+use crate::report::{Report, RunStats, Setup, SseStats, TARGET_SSE_STREAMS};
 use crate::sse;
 
 /// The route every target serves (the upstream ignores the path).
@@ -336,7 +336,7 @@ async fn hold_streams(
             "RLIMIT_NOFILE: {name}'s soft limit is {soft} with {baseline_fds} fds open at rest and \
              it needs 2 per stream (client + upstream socket), so at most {proxy_budget} streams fit \
              (this process: {my_budget}, upstream: {up_budget}); the hard limit can only be raised \
-             with CAP_SYS_RESOURCE, so the RSS at {requested} is projected from the measured slope"
+             with CAP_SYS_RESOURCE, so the RSS at {TARGET_SSE_STREAMS} is projected from the measured slope"
         )
     });
     if let Some(why) = &limited_by {
@@ -390,9 +390,11 @@ async fn hold_streams(
     } else {
         0.0
     };
-    let projected = n < requested;
-    let rss_kib_at_requested = if projected {
-        baseline.rss_kib as f64 + kib_per_stream * requested as f64
+    // The target is stated at 10,000 streams: measured when that many
+    // were open, else baseline + slope × 10,000.
+    let projected = n < TARGET_SSE_STREAMS;
+    let rss_kib_at_target = if projected {
+        baseline.rss_kib as f64 + kib_per_stream * TARGET_SSE_STREAMS as f64
     } else {
         at_end.rss_kib as f64
     };
@@ -408,7 +410,8 @@ async fn hold_streams(
         fds_at_end,
         fd_soft_limit: soft,
         kib_per_stream,
-        rss_kib_at_requested,
+        target_streams: TARGET_SSE_STREAMS,
+        rss_kib_at_target,
         projected,
     })
 }
