@@ -22,6 +22,14 @@ use mcpgate_core::jsonrpc::{self, Body as RpcBody, Message};
 use mcpgate_core::mcp::{self, Era, MetadataHeaders};
 
 use crate::Gateway;
+
+// Header names built at compile time: a `&str` lookup parses the name on
+// every call.
+const H_PROTOCOL_VERSION: http::HeaderName =
+    http::HeaderName::from_static(mcp::HEADER_PROTOCOL_VERSION);
+const H_METHOD: http::HeaderName = http::HeaderName::from_static(mcp::HEADER_METHOD);
+const H_NAME: http::HeaderName = http::HeaderName::from_static(mcp::HEADER_NAME);
+const H_SESSION_ID: http::HeaderName = http::HeaderName::from_static(mcp::HEADER_SESSION_ID);
 use crate::authn::Audience;
 use crate::error::{ErrorContext, Reject};
 use crate::metrics::{ReasonLabels, RequestLabels, method_label};
@@ -204,7 +212,7 @@ async fn run(
     let effective = gw.hierarchy.effective(&principal.scopes);
 
     // 4. Parsing.
-    let protocol_version = header_str(&parts.headers, mcp::HEADER_PROTOCOL_VERSION);
+    let protocol_version = header_str(&parts.headers, &H_PROTOCOL_VERSION);
     let messages: Vec<Message> = match parsed {
         None => Vec::new(),
         Some(Err(e)) => return Err(Reject::Parse(e)),
@@ -225,20 +233,17 @@ async fn run(
             ms
         }
         Some(Ok(RpcBody::Single(m))) => {
-            if parts.headers.get_all(mcp::HEADER_NAME).iter().count() > 1
-                || parts.headers.get_all(mcp::HEADER_METHOD).iter().count() > 1
+            if parts.headers.get_all(&H_NAME).iter().count() > 1
+                || parts.headers.get_all(&H_METHOD).iter().count() > 1
             {
                 return Err(Reject::HeaderMismatch(mcp::HeaderMismatch::Invalid(
                     "Mcp-Name",
                 )));
             }
             let h = MetadataHeaders {
-                protocol_version: parts
-                    .headers
-                    .get(mcp::HEADER_PROTOCOL_VERSION)
-                    .map(|v| v.as_bytes()),
-                method: parts.headers.get(mcp::HEADER_METHOD).map(|v| v.as_bytes()),
-                name: parts.headers.get(mcp::HEADER_NAME).map(|v| v.as_bytes()),
+                protocol_version: parts.headers.get(&H_PROTOCOL_VERSION).map(|v| v.as_bytes()),
+                method: parts.headers.get(&H_METHOD).map(|v| v.as_bytes()),
+                name: parts.headers.get(&H_NAME).map(|v| v.as_bytes()),
             };
             mcp::check_metadata_headers(h, &m).map_err(Reject::HeaderMismatch)?;
             vec![m]
@@ -277,17 +282,17 @@ async fn run(
             // the client holds `<upstream id>.<tag>`, the upstream its own id.
             let owner = principal.partition_key();
             let mut headers = parts.headers;
-            if authenticated && let Some(presented) = headers.get(mcp::HEADER_SESSION_ID) {
+            if authenticated && let Some(presented) = headers.get(&H_SESSION_ID) {
                 let upstream_id = presented
                     .to_str()
                     .ok()
                     .and_then(|p| gw.sessions.unwrap(&owner, &route.config.path, p))
                     .and_then(|id| http::HeaderValue::from_str(id).ok())
                     .ok_or(Reject::SessionNotFound)?;
-                headers.insert(mcp::HEADER_SESSION_ID, upstream_id);
+                headers.insert(H_SESSION_ID, upstream_id);
             }
             let identity = Identity {
-                headers: &gw.config.identity_headers,
+                headers: &gw.identity_names,
                 subject: authenticated.then_some(principal.subject.as_str()),
                 client_id: principal.client_id.as_deref().filter(|_| authenticated),
                 scopes: authenticated.then_some(principal.scope_string.as_str()),
@@ -303,7 +308,7 @@ async fn run(
                     &route.config.path,
                 )
                 .await?;
-            if authenticated && let Some(sid) = resp.headers().get(mcp::HEADER_SESSION_ID) {
+            if authenticated && let Some(sid) = resp.headers().get(&H_SESSION_ID) {
                 let wrapped = sid
                     .to_str()
                     .ok()
@@ -312,12 +317,12 @@ async fn run(
                     .ok_or_else(|| {
                         Reject::Upstream("upstream session id is not visible ASCII".into())
                     })?;
-                resp.headers_mut().insert(mcp::HEADER_SESSION_ID, wrapped);
+                resp.headers_mut().insert(H_SESSION_ID, wrapped);
             }
             Ok(resp)
         }
         UpstreamRuntime::Stdio(up) => {
-            let session = header_str(&parts.headers, mcp::HEADER_SESSION_ID);
+            let session = header_str(&parts.headers, &H_SESSION_ID);
             let owner = principal.partition_key();
             match parts.method {
                 Method::GET => up.get(&owner, session),
@@ -355,7 +360,7 @@ async fn read_body(body: Body, max: usize) -> Result<Bytes, Reject> {
     }
 }
 
-fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn header_str<'a>(h: &'a HeaderMap, name: &http::HeaderName) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 

@@ -50,6 +50,8 @@ pub struct Gateway {
     pub hierarchy: ScopeHierarchy,
     pub metrics: Arc<Metrics>,
     pub store: Arc<dyn Store>,
+    /// The identity header names (parsed once).
+    pub identity_names: proxy::http::IdentityNames,
     /// The principal of `auth = "none"` routes.
     pub anonymous: Arc<authn::Principal>,
     /// Binds upstream session ids to principals (HTTP routes with auth).
@@ -65,6 +67,8 @@ pub enum BuildError {
     Client(String),
     #[error(transparent)]
     Random(#[from] mcpgate_crypto::Unspecified),
+    #[error("{0}")]
+    Config(String),
 }
 
 impl Gateway {
@@ -101,6 +105,8 @@ impl Gateway {
             )
             .collect();
         let hierarchy = ScopeHierarchy::new(config.scope_implies.clone());
+        let identity_names = proxy::http::IdentityNames::new(&config.identity_headers)
+            .map_err(BuildError::Config)?;
         Ok(Arc::new(Self {
             authn: Authenticator::new(issuers, control, store.clone()),
             config: Arc::new(config),
@@ -110,6 +116,7 @@ impl Gateway {
             store,
             sessions: mcpgate_crypto::session::SessionBinder::random()?,
             anonymous: Arc::new(authn::Principal::anonymous()),
+            identity_names,
         }))
     }
 
@@ -131,6 +138,21 @@ impl Gateway {
             .with_state(self.clone())
     }
 
+    /// The service the listener runs: MCP routes are dispatched here by an
+    /// exact path lookup, straight to [`endpoint::handle`] (no router on the
+    /// hot path); everything else (health, metadata, and `extra`, e.g. the
+    /// authorization server's endpoints) goes through an axum router.
+    pub fn service(self: &Arc<Self>, extra: Option<axum::Router>) -> Service {
+        let other = match extra {
+            Some(e) => e.merge(self.router()),
+            None => self.router(),
+        };
+        Service {
+            gw: self.clone(),
+            other,
+        }
+    }
+
     /// Stops every stdio child.
     pub fn shutdown_upstreams(&self) {
         for r in self.routes.values() {
@@ -138,6 +160,42 @@ impl Gateway {
                 s.shutdown();
             }
         }
+    }
+}
+
+/// See [`Gateway::service`].
+#[derive(Debug, Clone)]
+pub struct Service {
+    gw: Arc<Gateway>,
+    other: axum::Router,
+}
+
+impl<B> tower::Service<Request<B>> for Service
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let req = req.map(Body::new);
+        if let Some(route) = self.gw.routes.get(req.uri().path()) {
+            let (gw, route) = (self.gw.clone(), route.clone());
+            return Box::pin(async move { Ok(endpoint::handle(gw, route, req).await) });
+        }
+        let mut other = self.other.clone();
+        Box::pin(async move { tower::Service::call(&mut other, req).await })
     }
 }
 
@@ -194,7 +252,7 @@ async fn dispatch(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Respons
 /// accepting and gives in-flight requests up to `grace` to finish.
 pub async fn serve(
     listener: TcpListener,
-    router: axum::Router,
+    service: Service,
     max_header_bytes: usize,
     grace: Duration,
     shutdown: impl Future<Output = ()>,
@@ -209,7 +267,7 @@ pub async fn serve(
         .header_read_timeout(Duration::from_secs(30))
         .max_buf_size(max_header_bytes.max(8192))
         .keep_alive(true);
-    let service = hyper_util::service::TowerToHyperService::new(router);
+    let service = hyper_util::service::TowerToHyperService::new(service);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -18,7 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use mcpgate_core::jsonrpc::Id;
 
-use super::{STRIPPED_REQUEST_HEADERS, STRIPPED_RESPONSE_HEADERS, Tracked};
+use super::{STRIPPED_RESPONSE_HEADERS, Tracked};
 use crate::error::Reject;
 use crate::filter::{SseFilter, filter_json_body};
 use crate::metrics::Metrics;
@@ -55,10 +55,32 @@ pub struct HttpUpstream {
     timeout: Duration,
 }
 
+/// The identity header names, parsed once from the configuration.
+#[derive(Debug, Clone)]
+pub struct IdentityNames {
+    pub subject: HeaderName,
+    pub client_id: HeaderName,
+    pub scopes: HeaderName,
+}
+
+impl IdentityNames {
+    pub fn new(h: &mcpgate_core::config::IdentityHeaders) -> Result<Self, String> {
+        let parse = |key: &str, v: &str| {
+            HeaderName::try_from(v)
+                .map_err(|_| format!("identity_headers.{key} {v:?} is not a valid header name"))
+        };
+        Ok(Self {
+            subject: parse("subject", &h.subject)?,
+            client_id: parse("client_id", &h.client_id)?,
+            scopes: parse("scopes", &h.scopes)?,
+        })
+    }
+}
+
 /// What the caller is, as told to the upstream.
 #[derive(Debug)]
 pub struct Identity<'a> {
-    pub headers: &'a mcpgate_core::config::IdentityHeaders,
+    pub headers: &'a IdentityNames,
     pub subject: Option<&'a str>,
     pub client_id: Option<&'a str>,
     pub scopes: Option<&'a str>,
@@ -187,27 +209,25 @@ impl HttpUpstream {
 /// any header claiming to carry the gateway's identity, then sets the
 /// identity headers from the authenticated principal.
 pub fn copy_request_headers(from: &HeaderMap, to: &mut HeaderMap, identity: &Identity<'_>) {
-    let names = [
-        identity.headers.subject.as_str(),
-        identity.headers.client_id.as_str(),
-        identity.headers.scopes.as_str(),
-    ];
+    let n = identity.headers;
     for (name, value) in from {
-        let n = name.as_str();
-        if STRIPPED_REQUEST_HEADERS.contains(&n) || names.iter().any(|i| i.eq_ignore_ascii_case(n))
+        if super::is_stripped_request_header(name.as_str())
+            || name == n.subject
+            || name == n.client_id
+            || name == n.scopes
         {
             continue;
         }
         to.append(name.clone(), value.clone());
     }
-    let mut set = |name: &str, value: Option<&str>| {
-        if let (Ok(n), Some(v)) = (HeaderName::try_from(name), value)
+    let mut set = |name: &HeaderName, value: Option<&str>| {
+        if let Some(v) = value
             && let Ok(v) = HeaderValue::from_str(v)
         {
-            to.insert(n, v);
+            to.insert(name.clone(), v);
         }
     };
-    set(names[0], identity.subject);
-    set(names[1], identity.client_id);
-    set(names[2], identity.scopes);
+    set(&n.subject, identity.subject);
+    set(&n.client_id, identity.client_id);
+    set(&n.scopes, identity.scopes);
 }

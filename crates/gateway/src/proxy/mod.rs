@@ -31,6 +31,28 @@ pub const STRIPPED_REQUEST_HEADERS: &[&str] = &[
     "dpop",
 ];
 
+/// Whether a request header is in [`STRIPPED_REQUEST_HEADERS`] (a `match`,
+/// not a scan of the list: it runs for every header of every request).
+pub fn is_stripped_request_header(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+            | "authorization"
+            | "cookie"
+            | "dpop"
+    )
+}
+
 pub const STRIPPED_RESPONSE_HEADERS: &[&str] = &[
     "connection",
     "keep-alive",
@@ -78,5 +100,19 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripped_header_match_equals_the_list() {
+        for h in STRIPPED_REQUEST_HEADERS {
+            assert!(is_stripped_request_header(h), "{h}");
+        }
+        assert!(!is_stripped_request_header("accept"));
+        assert!(!is_stripped_request_header("mcp-session-id"));
     }
 }

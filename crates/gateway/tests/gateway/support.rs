@@ -284,10 +284,10 @@ impl Gw {
             .await
             .unwrap();
         let gateway = mcpgate_gateway::Gateway::build(cfg, store.clone()).unwrap();
-        let router = gateway.router();
+        let service = gateway.service(None);
         tokio::spawn(mcpgate_gateway::serve(
             l,
-            router,
+            service,
             32 * 1024,
             std::time::Duration::from_secs(1),
             std::future::pending(),

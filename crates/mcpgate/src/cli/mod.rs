@@ -361,10 +361,7 @@ async fn serve(common: &Common, log_format: Option<LogFormat>) -> anyhow::Result
         .as_ref()
         .map(|a| a.keys.clone() as Arc<dyn mcpgate_crypto::jwt::KeySource>);
     let gw = mcpgate_gateway::Gateway::build_with_local_issuer(cfg, store, local)?;
-    let router = match &authserver {
-        Some(a) => a.router().merge(gw.router()),
-        None => gw.router(),
-    };
+    let service = gw.service(authserver.as_ref().map(|a| a.router()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (`listen`)"))?;
@@ -378,7 +375,7 @@ async fn serve(common: &Common, log_format: Option<LogFormat>) -> anyhow::Result
     println!("{banner}");
     mcpgate_gateway::serve(
         listener,
-        router,
+        service,
         limits.max_header_bytes,
         Duration::from_secs(limits.shutdown_grace_secs),
         shutdown_signal(),
