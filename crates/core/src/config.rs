@@ -347,10 +347,13 @@ impl TryFrom<RawRoute> for Route {
             || p.contains("//")
             || (p.len() > 1 && p.ends_with('/'))
             || p.starts_with("/.well-known")
+            || p == "/healthz"
+            || p == "/readyz"
         {
             return Err(format!(
                 "route path {p:?} must start with '/', have no trailing slash, query, \
-                 fragment, wildcard, empty or dot segments, and not be under /.well-known"
+                 fragment, wildcard, empty or dot segments, and not be under /.well-known \
+                 or be /healthz or /readyz"
             ));
         }
         let upstream = match (r.upstream_url, r.upstream_command) {
@@ -709,7 +712,16 @@ write_note = ["notes:write"]
 
     #[test]
     fn route_path_must_be_clean() {
-        for bad in ["mcp", "/mcp/", "/a//b", "/a/../b", "/.well-known/x", "/a?b"] {
+        for bad in [
+            "mcp",
+            "/mcp/",
+            "/a//b",
+            "/a/../b",
+            "/.well-known/x",
+            "/a?b",
+            "/healthz",
+            "/readyz",
+        ] {
             let e =
                 parse(&MIN.replace("path = \"/mcp\"", &format!("path = \"{bad}\""))).unwrap_err();
             assert!(e.contains("route path"), "{bad}: {e}");
