@@ -162,12 +162,12 @@ pub fn parse(bytes: &[u8], max_depth: usize) -> Result<Body, ParseError> {
                 return Err(ParseError::NotJsonRpc("empty batch"));
             }
             items
-                .iter()
+                .into_iter()
                 .map(message)
                 .collect::<Result<Vec<_>, _>>()
                 .map(Body::Batch)
         }
-        v => message(&v).map(Body::Single),
+        v => message(v).map(Body::Single),
     }
 }
 
@@ -182,16 +182,17 @@ pub fn salvage_id(bytes: &[u8]) -> Option<Id> {
     v.id.as_ref().and_then(Id::from_value)
 }
 
-fn message(v: &Value) -> Result<Message, ParseError> {
-    let obj = v
-        .as_object()
-        .ok_or(ParseError::NotJsonRpc("a message must be a JSON object"))?;
+/// Takes the parsed value apart (no copy of `params`, which may be large).
+fn message(v: Value) -> Result<Message, ParseError> {
+    let Value::Object(mut obj) = v else {
+        return Err(ParseError::NotJsonRpc("a message must be a JSON object"));
+    };
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return Err(ParseError::NotJsonRpc("\"jsonrpc\" must be \"2.0\""));
     }
-    let params = match obj.get("params") {
+    let params = match obj.remove("params") {
         None => None,
-        Some(p @ (Value::Object(_) | Value::Array(_))) => Some(p.clone()),
+        Some(p @ (Value::Object(_) | Value::Array(_))) => Some(p),
         Some(_) => {
             return Err(ParseError::NotJsonRpc(
                 "\"params\" must be an object or array",
@@ -204,17 +205,10 @@ fn message(v: &Value) -> Result<Message, ParseError> {
             Id::from_value(v).ok_or(ParseError::NotJsonRpc("\"id\" must be a string or number"))?,
         ),
     };
-    match obj.get("method") {
-        Some(Value::String(m)) => Ok(match id {
-            Some(id) => Message::Request {
-                id,
-                method: m.clone(),
-                params,
-            },
-            None => Message::Notification {
-                method: m.clone(),
-                params,
-            },
+    match obj.remove("method") {
+        Some(Value::String(method)) => Ok(match id {
+            Some(id) => Message::Request { id, method, params },
+            None => Message::Notification { method, params },
         }),
         Some(_) => Err(ParseError::NotJsonRpc("\"method\" must be a string")),
         None if obj.contains_key("result") || obj.contains_key("error") => {
