@@ -90,13 +90,6 @@ pub enum Reject {
     BatchNotSupported(String),
     #[error("header mismatch: {0}")]
     HeaderMismatch(HeaderMismatch),
-    #[error("protocol version {requested} not supported by this upstream")]
-    UnsupportedVersion {
-        requested: String,
-        supported: Vec<&'static str>,
-    },
-    #[error("unsupported content type")]
-    UnsupportedMediaType,
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("JSON-RPC method not implemented")]
@@ -132,11 +125,9 @@ impl Reject {
             | Reject::Parse(_)
             | Reject::BatchNotSupported(_)
             | Reject::HeaderMismatch(_)
-            | Reject::UnsupportedVersion { .. }
             | Reject::SessionRequired => StatusCode::BAD_REQUEST,
             Reject::InsufficientScope { .. } | Reject::OriginNotAllowed => StatusCode::FORBIDDEN,
             Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Reject::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Reject::SessionNotFound | Reject::MethodNotFound => StatusCode::NOT_FOUND,
             Reject::Upstream(_) => StatusCode::BAD_GATEWAY,
@@ -199,19 +190,6 @@ impl Reject {
                 None,
             ),
             Reject::HeaderMismatch(h) => (code::HEADER_MISMATCH, h.to_string(), None),
-            Reject::UnsupportedVersion {
-                requested,
-                supported,
-            } => (
-                code::UNSUPPORTED_PROTOCOL_VERSION,
-                format!("Unsupported protocol version {requested}"),
-                Some(serde_json::json!({"supported": supported, "requested": requested})),
-            ),
-            Reject::UnsupportedMediaType => (
-                code::INVALID_REQUEST,
-                "Content-Type must be application/json".into(),
-                None,
-            ),
             Reject::MethodNotAllowed => (
                 code::INVALID_REQUEST,
                 "Method not allowed on this endpoint".into(),

@@ -222,17 +222,9 @@ impl StdioUpstream {
             write_line(&child, &line).await?;
             return Ok(empty(StatusCode::ACCEPTED));
         };
-        let mut reply = self.request(&child, id, &line).await?;
+        let reply = self.request(&child, id, &line).await?;
         child.touch();
-        if let Some((fid, keep)) = filter {
-            crate::filter::filter_tools_response(&mut reply, &fid, &keep);
-        }
-        let bytes = serde_json::to_vec(&reply).map_err(|e| Reject::Upstream(e.to_string()))?;
-        let mut resp = Response::new(Body::from(bytes));
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        let mut resp = json_reply(reply, filter)?;
         if let Some(sid) = new_session
             && let Ok(v) = HeaderValue::from_str(&sid)
         {
@@ -340,7 +332,7 @@ impl StdioUpstream {
         };
         let (child, init) = self.modern_child(owner, caller, params.as_ref()).await?;
         child.touch();
-        let mut reply = if method == "server/discover" {
+        let reply = if method == "server/discover" {
             serde_json::json!({"jsonrpc": "2.0", "id": id.to_value(), "result": {
                 "resultType": "complete",
                 "supportedVersions": [mcpgate_core::mcp::MODERN_VERSION],
@@ -378,16 +370,7 @@ impl StdioUpstream {
             r
         };
         child.touch();
-        if let Some((fid, keep)) = filter {
-            crate::filter::filter_tools_response(&mut reply, &fid, &keep);
-        }
-        let bytes = serde_json::to_vec(&reply).map_err(|e| Reject::Upstream(e.to_string()))?;
-        let mut resp = Response::new(Body::from(bytes));
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        Ok(resp)
+        json_reply(reply, filter)
     }
 
     /// The principal's child for modern requests, started and initialised
@@ -705,6 +688,21 @@ async fn reaper(up: Weak<StdioUpstream>, period: Duration) {
             c.stop();
         }
     }
+}
+
+/// The reply to a request as an `application/json` response, filtered to
+/// the caller's tools when it answers `tools/list`.
+fn json_reply(mut reply: Value, filter: Option<ToolFilter>) -> Result<Response<Body>, Reject> {
+    if let Some((fid, keep)) = filter {
+        crate::filter::filter_tools_response(&mut reply, &fid, &keep);
+    }
+    let bytes = serde_json::to_vec(&reply).map_err(|e| Reject::Upstream(e.to_string()))?;
+    let mut resp = Response::new(Body::from(bytes));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
 }
 
 fn empty(status: StatusCode) -> Response<Body> {
