@@ -256,6 +256,156 @@ pub struct LoginThrottle {
     pub locked_until: Option<i64>,
 }
 
+/// An authorization code of the built-in authorization server, as stored:
+/// the code itself never is, only its hash.
+///
+/// Times are unix seconds. Not `Debug`-derived: the hash is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthCodeRecord {
+    pub tenant_id: String,
+    /// 32-byte hash of the code; any other length is
+    /// [`StoreError::InvalidRecord`].
+    /// Unique within the tenant.
+    pub code_hash: Vec<u8>,
+    /// The grant (token family) that redeeming the code creates. Chosen when
+    /// the code is issued, so that a replayed code can revoke what the first
+    /// redemption produced ([`Store::revoke_grant`]).
+    pub grant_id: String,
+    pub client_id: String,
+    /// The user who authorized (username of a local account).
+    pub subject: String,
+    /// The `redirect_uri` of the authorization request, exactly as sent.
+    pub redirect_uri: String,
+    /// The RFC 8707 resource (the token's `aud`).
+    pub resource: String,
+    /// Granted scopes, space-separated (may be empty).
+    pub scope: String,
+    /// PKCE S256 `code_challenge` (RFC 7636).
+    pub code_challenge: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    /// Set once, by the first redemption.
+    pub redeemed_at: Option<i64>,
+}
+
+impl fmt::Debug for AuthCodeRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthCodeRecord")
+            .field("tenant_id", &self.tenant_id)
+            .field("code_hash", &format_args!("<redacted>"))
+            .field("grant_id", &self.grant_id)
+            .field("client_id", &self.client_id)
+            .field("subject", &self.subject)
+            .field("redirect_uri", &self.redirect_uri)
+            .field("resource", &self.resource)
+            .field("scope", &self.scope)
+            .field("code_challenge", &self.code_challenge)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("redeemed_at", &self.redeemed_at)
+            .finish()
+    }
+}
+
+/// What [`Store::redeem_auth_code`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeRedemption {
+    /// The code was unredeemed; it is now redeemed (at the given time).
+    /// Expiry is not checked by the store: the caller does.
+    Fresh(AuthCodeRecord),
+    /// The code had been redeemed before (by this call's rivals too: of N
+    /// concurrent redemptions exactly one sees `Fresh`). Nothing changed.
+    Replayed(AuthCodeRecord),
+    /// No such code in the tenant.
+    Unknown,
+}
+
+/// A grant: what one user authorized one client to do on one resource,
+/// and the family of refresh tokens (and access tokens, by their `gid`
+/// claim) issued under it. Revoking the grant revokes all of them.
+///
+/// Times are unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    pub tenant_id: String,
+    /// Unique within the tenant.
+    pub grant_id: String,
+    pub client_id: String,
+    pub subject: String,
+    pub resource: String,
+    /// Space-separated scopes (may be empty).
+    pub scope: String,
+    pub created_at: i64,
+    /// Set once; never cleared.
+    pub revoked_at: Option<i64>,
+}
+
+/// A refresh token, as stored: only its hash.
+///
+/// Times are unix seconds. Not `Debug`-derived: the hash is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RefreshTokenRecord {
+    pub tenant_id: String,
+    /// 32-byte hash of the token; any other length is [`StoreError::InvalidRecord`].
+    pub token_hash: Vec<u8>,
+    /// The grant it belongs to (must exist).
+    pub grant_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    /// Set when the token was exchanged for its successor.
+    pub rotated_at: Option<i64>,
+}
+
+impl fmt::Debug for RefreshTokenRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshTokenRecord")
+            .field("tenant_id", &self.tenant_id)
+            .field("token_hash", &format_args!("<redacted>"))
+            .field("grant_id", &self.grant_id)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("rotated_at", &self.rotated_at)
+            .finish()
+    }
+}
+
+/// What [`Store::rotate_refresh_token`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshRotation {
+    /// The token was current: it is now rotated and its successor stored.
+    /// Carries the grant (unrevoked).
+    Rotated(GrantRecord),
+    /// The token had already been rotated: reuse. The whole grant is now
+    /// revoked (at the call's time, unless it already was), its successor
+    /// was not stored. Carries the grant as it was before this call.
+    Reused(GrantRecord),
+    /// Unknown token, expired token, a token of another client, or a
+    /// revoked grant: nothing changed.
+    Invalid,
+}
+
+/// A user's consent: `subject` let `client_id` act on `resource` with
+/// `scope`. One per (tenant, subject, client, resource).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentRecord {
+    pub tenant_id: String,
+    pub subject: String,
+    pub client_id: String,
+    pub resource: String,
+    /// Space-separated scopes consented to (may be empty).
+    pub scope: String,
+    pub created_at: i64,
+}
+
+/// A revocation the gateway must honour for access tokens still within
+/// their lifetime: a revoked grant (tokens carry its id as `gid`) or a
+/// single token (by `jti`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    Grant { grant_id: String, revoked_at: i64 },
+    Token { jti: String, revoked_at: i64 },
+}
+
 /// Longest username, in characters (all ASCII, so also bytes).
 pub const MAX_USERNAME_LEN: usize = 64;
 
@@ -469,6 +619,158 @@ pub trait Store: Send + Sync + fmt::Debug {
         username: &str,
         at: i64,
     ) -> Result<(), StoreError>;
+
+    /// Stores a new authorization code; [`StoreError::Duplicate`] if the
+    /// hash is taken.
+    async fn insert_auth_code(&self, rec: &AuthCodeRecord) -> Result<(), StoreError>;
+
+    /// Redeems the code with hash `code_hash` at `at`, atomically across
+    /// processes: of N concurrent calls for one code exactly one returns
+    /// [`CodeRedemption::Fresh`], the others [`CodeRedemption::Replayed`].
+    async fn redeem_auth_code(
+        &self,
+        tenant: &str,
+        code_hash: &[u8],
+        at: i64,
+    ) -> Result<CodeRedemption, StoreError>;
+
+    /// Deletes codes that expired before `before`; returns how many.
+    async fn delete_expired_auth_codes(&self, tenant: &str, before: i64)
+    -> Result<u64, StoreError>;
+
+    /// Creates a grant and, in the same transaction, its first refresh
+    /// token (if any). [`StoreError::Duplicate`] if the grant id or token
+    /// hash is taken; [`StoreError::InvalidRecord`] if the token names
+    /// another grant or tenant. Nothing is written on error.
+    async fn insert_grant(
+        &self,
+        grant: &GrantRecord,
+        refresh: Option<&RefreshTokenRecord>,
+    ) -> Result<(), StoreError>;
+
+    /// The grant `grant_id` of `tenant`, revoked or not.
+    async fn grant(&self, tenant: &str, grant_id: &str) -> Result<Option<GrantRecord>, StoreError>;
+
+    /// Exchanges the refresh token `old_hash` for `new` in one transaction,
+    /// atomically across processes. The old token must exist in `tenant`,
+    /// be unexpired (`expires_at > at`), belong to a grant of `client_id`
+    /// that is not revoked, and not be rotated yet; then it is marked
+    /// rotated at `at` and `new` (same grant, same tenant, else
+    /// [`StoreError::InvalidRecord`]) is stored: [`RefreshRotation::Rotated`].
+    /// If it exists, belongs to `client_id` and was already rotated, the
+    /// grant is revoked: [`RefreshRotation::Reused`]. Otherwise
+    /// [`RefreshRotation::Invalid`]. Of N concurrent calls with one current
+    /// token, exactly one returns `Rotated` and the others `Reused` (so the
+    /// grant ends revoked: reuse detection holds under races).
+    async fn rotate_refresh_token(
+        &self,
+        tenant: &str,
+        client_id: &str,
+        old_hash: &[u8],
+        new: &RefreshTokenRecord,
+        at: i64,
+    ) -> Result<RefreshRotation, StoreError>;
+
+    /// The refresh token `token_hash` of `tenant` (rotated or not, expired
+    /// or not), if it exists.
+    async fn refresh_token(
+        &self,
+        tenant: &str,
+        token_hash: &[u8],
+    ) -> Result<Option<RefreshTokenRecord>, StoreError>;
+
+    /// The grant of the refresh token `token_hash` (rotated or not, expired
+    /// or not), if the token exists in `tenant`.
+    async fn grant_of_refresh_token(
+        &self,
+        tenant: &str,
+        token_hash: &[u8],
+    ) -> Result<Option<GrantRecord>, StoreError>;
+
+    /// Revokes the grant at `at` (an earlier revocation time is kept);
+    /// `true` if it existed and was not revoked yet.
+    async fn revoke_grant(&self, tenant: &str, grant_id: &str, at: i64)
+    -> Result<bool, StoreError>;
+
+    /// Revokes every unrevoked grant of `subject` to `client_id` (on every
+    /// resource, or on `resource` only); returns how many.
+    async fn revoke_grants_of(
+        &self,
+        tenant: &str,
+        subject: &str,
+        client_id: &str,
+        resource: Option<&str>,
+        at: i64,
+    ) -> Result<u64, StoreError>;
+
+    /// Records the revocation of one access token by `jti` until
+    /// `expires_at` (its `exp`); recording it twice is not an error.
+    async fn revoke_access_token(
+        &self,
+        tenant: &str,
+        jti: &str,
+        revoked_at: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Revocations (of grants and of single access tokens) made at or after
+    /// `since`, oldest first. The gateway polls this to honour revocations
+    /// made by other processes.
+    async fn revocations_since(
+        &self,
+        tenant: &str,
+        since: i64,
+    ) -> Result<Vec<Revocation>, StoreError>;
+
+    /// Deletes rotated or expired refresh tokens whose `expires_at` is
+    /// before `before`, single-token revocations that expired before it,
+    /// and grants revoked before it together with their tokens; returns how
+    /// many rows went.
+    async fn delete_expired_tokens(&self, tenant: &str, before: i64) -> Result<u64, StoreError>;
+
+    /// Inserts or replaces the consent of (subject, client, resource).
+    async fn upsert_consent(&self, rec: &ConsentRecord) -> Result<(), StoreError>;
+
+    /// The consent of (subject, client, resource), if given.
+    async fn consent(
+        &self,
+        tenant: &str,
+        subject: &str,
+        client_id: &str,
+        resource: &str,
+    ) -> Result<Option<ConsentRecord>, StoreError>;
+
+    /// Consents of `tenant` (of one subject if given), ordered by subject,
+    /// client_id, resource (bytewise).
+    async fn list_consents(
+        &self,
+        tenant: &str,
+        subject: Option<&str>,
+    ) -> Result<Vec<ConsentRecord>, StoreError>;
+
+    /// Deletes the consents of `subject` to `client_id` (for `resource`
+    /// only, if given); returns how many.
+    async fn delete_consents(
+        &self,
+        tenant: &str,
+        subject: &str,
+        client_id: &str,
+        resource: Option<&str>,
+    ) -> Result<u64, StoreError>;
+
+    /// Records a client assertion's `jti` (RFC 7523 §3 replay check) until
+    /// `expires_at`. Returns `false` if the same client already used this
+    /// `jti` and it has not expired at `now` (a replay); atomically across
+    /// processes: of N concurrent calls exactly one returns `true`. Expired
+    /// entries may be dropped by this call.
+    async fn record_assertion_jti(
+        &self,
+        tenant: &str,
+        client_id: &str,
+        jti: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError>;
 
     /// The backend's name: `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;

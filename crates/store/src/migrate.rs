@@ -37,6 +37,11 @@ const SQLITE: Migrations = &[
         "users",
         include_str!("../migrations/sqlite/0003_users.sql"),
     ),
+    (
+        4,
+        "grants",
+        include_str!("../migrations/sqlite/0004_grants.sql"),
+    ),
 ];
 
 const POSTGRES: Migrations = &[
@@ -54,6 +59,11 @@ const POSTGRES: Migrations = &[
         3,
         "users",
         include_str!("../migrations/postgres/0003_users.sql"),
+    ),
+    (
+        4,
+        "grants",
+        include_str!("../migrations/postgres/0004_grants.sql"),
     ),
 ];
 

@@ -18,8 +18,9 @@ use sqlx::sqlite::{
 };
 
 use crate::{
-    ApiKeyRecord, ClientRecord, LoginThrottle, SigningKeyRecord, Store, StoreError, UserRecord,
-    migrate,
+    ApiKeyRecord, AuthCodeRecord, ClientRecord, CodeRedemption, ConsentRecord, GrantRecord,
+    LoginThrottle, RefreshRotation, RefreshTokenRecord, Revocation, SigningKeyRecord, Store,
+    StoreError, UserRecord, migrate,
 };
 
 /// How long a SQLite connection waits for another process's write lock.
@@ -75,6 +76,8 @@ macro_rules! with_write_tx {
 
 // Declared after the macros, which are in scope in them.
 mod clients;
+mod consents;
+mod grants;
 mod signing_keys;
 mod users;
 
@@ -344,6 +347,151 @@ impl Store for SqlStore {
         at: i64,
     ) -> Result<(), StoreError> {
         users::record_success(self, tenant, username, at).await
+    }
+
+    async fn insert_auth_code(&self, rec: &AuthCodeRecord) -> Result<(), StoreError> {
+        grants::insert_code(self, rec).await
+    }
+
+    async fn redeem_auth_code(
+        &self,
+        tenant: &str,
+        code_hash: &[u8],
+        at: i64,
+    ) -> Result<CodeRedemption, StoreError> {
+        grants::redeem_code(self, tenant, code_hash, at).await
+    }
+
+    async fn delete_expired_auth_codes(
+        &self,
+        tenant: &str,
+        before: i64,
+    ) -> Result<u64, StoreError> {
+        grants::delete_expired_codes(self, tenant, before).await
+    }
+
+    async fn insert_grant(
+        &self,
+        grant: &GrantRecord,
+        refresh: Option<&RefreshTokenRecord>,
+    ) -> Result<(), StoreError> {
+        grants::insert(self, grant, refresh).await
+    }
+
+    async fn grant(&self, tenant: &str, grant_id: &str) -> Result<Option<GrantRecord>, StoreError> {
+        grants::get(self, tenant, grant_id).await
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        tenant: &str,
+        client_id: &str,
+        old_hash: &[u8],
+        new: &RefreshTokenRecord,
+        at: i64,
+    ) -> Result<RefreshRotation, StoreError> {
+        grants::rotate_refresh(self, tenant, client_id, old_hash, new, at).await
+    }
+
+    async fn refresh_token(
+        &self,
+        tenant: &str,
+        token_hash: &[u8],
+    ) -> Result<Option<RefreshTokenRecord>, StoreError> {
+        grants::refresh_token(self, tenant, token_hash).await
+    }
+
+    async fn grant_of_refresh_token(
+        &self,
+        tenant: &str,
+        token_hash: &[u8],
+    ) -> Result<Option<GrantRecord>, StoreError> {
+        grants::of_refresh_token(self, tenant, token_hash).await
+    }
+
+    async fn revoke_grant(
+        &self,
+        tenant: &str,
+        grant_id: &str,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        grants::revoke(self, tenant, grant_id, at).await
+    }
+
+    async fn revoke_grants_of(
+        &self,
+        tenant: &str,
+        subject: &str,
+        client_id: &str,
+        resource: Option<&str>,
+        at: i64,
+    ) -> Result<u64, StoreError> {
+        grants::revoke_of(self, tenant, subject, client_id, resource, at).await
+    }
+
+    async fn revoke_access_token(
+        &self,
+        tenant: &str,
+        jti: &str,
+        revoked_at: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        grants::revoke_access_token(self, tenant, jti, revoked_at, expires_at).await
+    }
+
+    async fn revocations_since(
+        &self,
+        tenant: &str,
+        since: i64,
+    ) -> Result<Vec<Revocation>, StoreError> {
+        grants::revocations_since(self, tenant, since).await
+    }
+
+    async fn delete_expired_tokens(&self, tenant: &str, before: i64) -> Result<u64, StoreError> {
+        grants::delete_expired_tokens(self, tenant, before).await
+    }
+
+    async fn upsert_consent(&self, rec: &ConsentRecord) -> Result<(), StoreError> {
+        consents::upsert(self, rec).await
+    }
+
+    async fn consent(
+        &self,
+        tenant: &str,
+        subject: &str,
+        client_id: &str,
+        resource: &str,
+    ) -> Result<Option<ConsentRecord>, StoreError> {
+        consents::get(self, tenant, subject, client_id, resource).await
+    }
+
+    async fn list_consents(
+        &self,
+        tenant: &str,
+        subject: Option<&str>,
+    ) -> Result<Vec<ConsentRecord>, StoreError> {
+        consents::list(self, tenant, subject).await
+    }
+
+    async fn delete_consents(
+        &self,
+        tenant: &str,
+        subject: &str,
+        client_id: &str,
+        resource: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        consents::delete(self, tenant, subject, client_id, resource).await
+    }
+
+    async fn record_assertion_jti(
+        &self,
+        tenant: &str,
+        client_id: &str,
+        jti: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        grants::record_assertion_jti(self, tenant, client_id, jti, expires_at, now).await
     }
 
     fn backend(&self) -> &'static str {

@@ -9,16 +9,19 @@
 // harness and per-backend bodies, which are test code all the same.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mcpgate_store::{
-    ApiKeyRecord, ClientRecord, DEFAULT_TENANT, KeyState, LoginThrottle, SigningKeyRecord, Store,
-    StoreError, UserRecord, open,
+    ApiKeyRecord, AuthCodeRecord, ClientRecord, CodeRedemption, ConsentRecord, DEFAULT_TENANT,
+    GrantRecord, KeyState, LoginThrottle, RefreshRotation, RefreshTokenRecord, Revocation,
+    SigningKeyRecord, Store, StoreError, UserRecord, open,
 };
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use tempfile::TempDir;
+use tokio::sync::Barrier;
 
 const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -1176,6 +1179,915 @@ fn debug_of_records_shows_no_key_material_or_hashes() {
     }
 }
 
+/// A 32-byte hash made of one repeated byte.
+fn hash(byte: u8) -> Vec<u8> {
+    vec![byte; 32]
+}
+
+const CLIENT: &str = "client-1";
+const RESOURCE: &str = "https://mcp.example/github";
+
+/// An unredeemed code of alice for [`CLIENT`], valid for 60 s.
+fn auth_code(tenant: &str, code_hash: Vec<u8>, created_at: i64) -> AuthCodeRecord {
+    AuthCodeRecord {
+        tenant_id: tenant.to_owned(),
+        code_hash,
+        grant_id: "g-from-code".to_owned(),
+        client_id: CLIENT.to_owned(),
+        subject: "alice".to_owned(),
+        redirect_uri: "http://127.0.0.1:8080/callback?x=1".to_owned(),
+        resource: RESOURCE.to_owned(),
+        scope: "repo:read issues:write".to_owned(),
+        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".to_owned(),
+        created_at,
+        expires_at: created_at + 60,
+        redeemed_at: None,
+    }
+}
+
+/// An unrevoked grant of alice to [`CLIENT`] on [`RESOURCE`].
+fn grant(tenant: &str, grant_id: &str, created_at: i64) -> GrantRecord {
+    GrantRecord {
+        tenant_id: tenant.to_owned(),
+        grant_id: grant_id.to_owned(),
+        client_id: CLIENT.to_owned(),
+        subject: "alice".to_owned(),
+        resource: RESOURCE.to_owned(),
+        scope: "repo:read".to_owned(),
+        created_at,
+        revoked_at: None,
+    }
+}
+
+/// A current refresh token of `grant_id`, valid until `created_at + 1000`.
+fn refresh(
+    tenant: &str,
+    grant_id: &str,
+    token_hash: Vec<u8>,
+    created_at: i64,
+) -> RefreshTokenRecord {
+    RefreshTokenRecord {
+        tenant_id: tenant.to_owned(),
+        token_hash,
+        grant_id: grant_id.to_owned(),
+        created_at,
+        expires_at: created_at + 1000,
+        rotated_at: None,
+    }
+}
+
+fn consent(tenant: &str, subject: &str, client_id: &str, resource: &str) -> ConsentRecord {
+    ConsentRecord {
+        tenant_id: tenant.to_owned(),
+        subject: subject.to_owned(),
+        client_id: client_id.to_owned(),
+        resource: resource.to_owned(),
+        scope: "repo:read".to_owned(),
+        created_at: 1,
+    }
+}
+
+/// Stores grant `g` (created at 1) with refresh token `hash(1)`.
+async fn grant_with_token(store: &Arc<dyn Store>) -> (GrantRecord, RefreshTokenRecord) {
+    let g = grant(DEFAULT_TENANT, "g", 1);
+    let token = refresh(DEFAULT_TENANT, "g", hash(1), 1);
+    store.insert_grant(&g, Some(&token)).await.unwrap();
+    (g, token)
+}
+
+/// `(subject, client_id, resource)` of the listed consents, in list order.
+async fn consent_keys(
+    store: &Arc<dyn Store>,
+    tenant: &str,
+    subject: Option<&str>,
+) -> Vec<(String, String, String)> {
+    store
+        .list_consents(tenant, subject)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.subject, c.client_id, c.resource))
+        .collect()
+}
+
+fn keys(list: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+    list.iter()
+        .map(|&(s, c, r)| (s.to_owned(), c.to_owned(), r.to_owned()))
+        .collect()
+}
+
+/// Makes `n` calls at once, alternating between two replicas (two handles,
+/// two pools), and returns their results in call order.
+///
+/// The pools are filled first and the calls wait for each other at a
+/// barrier: pools connect lazily, and a call that got the one warm
+/// connection would otherwise finish before its rivals had connected,
+/// which is no race at all.
+async fn race<T, F, Fut>(replicas: &[Arc<dyn Store>; 2], n: usize, call: F) -> Vec<T>
+where
+    F: Fn(usize, Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    // More than either backend's pool size: every pool opens all it may.
+    let pings: Vec<_> = replicas
+        .iter()
+        .flat_map(|store| (0..16).map(|_| Arc::clone(store)))
+        .map(|store| tokio::spawn(async move { store.ping().await.unwrap() }))
+        .collect();
+    for ping in pings {
+        ping.await.unwrap();
+    }
+    let barrier = Arc::new(Barrier::new(n));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let barrier = Arc::clone(&barrier);
+            let call = call(i, Arc::clone(&replicas[i % 2]));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                call.await
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(n);
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    results
+}
+
+both_backends! {
+    async fn rfc6749_4_1_2_code_is_fresh_once_then_replayed(db: &Db) {
+        let store = db.open().await;
+        let code = auth_code(DEFAULT_TENANT, hash(1), 100);
+        store.insert_auth_code(&code).await.unwrap();
+
+        let redeemed = AuthCodeRecord { redeemed_at: Some(110), ..code.clone() };
+        let first = store.redeem_auth_code(DEFAULT_TENANT, &hash(1), 110).await.unwrap();
+        assert_eq!(first, CodeRedemption::Fresh(redeemed.clone()));
+        // The replay changes nothing: the first redemption time stays.
+        for at in [120, 105] {
+            let again = store.redeem_auth_code(DEFAULT_TENANT, &hash(1), at).await.unwrap();
+            assert_eq!(again, CodeRedemption::Replayed(redeemed.clone()), "at {at}");
+        }
+        // Expiry is the caller's to check: an expired code is still Fresh.
+        let late = auth_code(DEFAULT_TENANT, hash(2), 100);
+        store.insert_auth_code(&late).await.unwrap();
+        let fresh = store.redeem_auth_code(DEFAULT_TENANT, &hash(2), 10_000).await.unwrap();
+        assert_eq!(
+            fresh,
+            CodeRedemption::Fresh(AuthCodeRecord { redeemed_at: Some(10_000), ..late })
+        );
+    }
+
+    async fn unknown_code_and_another_tenants_code_are_unknown(db: &Db) {
+        let store = db.open().await;
+        let code = auth_code(DEFAULT_TENANT, hash(1), 100);
+        store.insert_auth_code(&code).await.unwrap();
+
+        for (tenant, code_hash) in
+            [(DEFAULT_TENANT, hash(2)), (DEFAULT_TENANT, vec![1; 31]), ("acme", hash(1))]
+        {
+            let got = store.redeem_auth_code(tenant, &code_hash, 110).await.unwrap();
+            assert_eq!(got, CodeRedemption::Unknown, "{tenant} {code_hash:?}");
+        }
+        // The other tenant's attempt did not redeem it.
+        let got = store.redeem_auth_code(DEFAULT_TENANT, &hash(1), 120).await.unwrap();
+        assert_eq!(got, CodeRedemption::Fresh(AuthCodeRecord { redeemed_at: Some(120), ..code }));
+
+        // Hashes are unique per tenant only.
+        let theirs = auth_code("acme", hash(1), 200);
+        store.insert_auth_code(&theirs).await.unwrap();
+        let got = store.redeem_auth_code("acme", &hash(1), 210).await.unwrap();
+        assert_eq!(got, CodeRedemption::Fresh(AuthCodeRecord { redeemed_at: Some(210), ..theirs }));
+    }
+
+    async fn code_with_taken_hash_is_duplicate_and_hashes_are_32_bytes(db: &Db) {
+        let store = db.open().await;
+        let first = auth_code(DEFAULT_TENANT, hash(1), 100);
+        store.insert_auth_code(&first).await.unwrap();
+        let second = AuthCodeRecord {
+            grant_id: "other".to_owned(),
+            ..auth_code(DEFAULT_TENANT, hash(1), 200)
+        };
+        let err = store.insert_auth_code(&second).await.unwrap_err();
+        assert!(matches!(err, StoreError::Duplicate), "{err:?}");
+
+        for len in [0, 31, 33] {
+            let bad = auth_code(DEFAULT_TENANT, vec![7; len], 100);
+            let err = store.insert_auth_code(&bad).await.unwrap_err();
+            assert!(matches!(err, StoreError::InvalidRecord(_)), "{len} bytes: {err:?}");
+        }
+        let got = store.redeem_auth_code(DEFAULT_TENANT, &hash(1), 300).await.unwrap();
+        assert_eq!(got, CodeRedemption::Fresh(AuthCodeRecord { redeemed_at: Some(300), ..first }));
+    }
+
+    async fn concurrent_redemptions_of_one_code_exactly_one_is_fresh(db: &Db) {
+        // Two replicas (two handles, two pools, so separate connections)
+        // receive the same code twenty times at once.
+        const N: usize = 20;
+        let replicas = [db.open().await, db.open().await];
+        let code = auth_code(DEFAULT_TENANT, hash(1), 100);
+        replicas[0].insert_auth_code(&code).await.unwrap();
+        let results = race(&replicas, N, |i, store| async move {
+            let at = 200 + i as i64;
+            (at, store.redeem_auth_code(DEFAULT_TENANT, &hash(1), at).await.unwrap())
+        })
+        .await;
+        let mut fresh = Vec::new();
+        let mut replayed = Vec::new();
+        for result in results {
+            match result {
+                (at, CodeRedemption::Fresh(rec)) => fresh.push((at, rec)),
+                (_, CodeRedemption::Replayed(rec)) => replayed.push(rec),
+                (at, CodeRedemption::Unknown) => panic!("unknown at {at}"),
+            }
+        }
+        let [(at, winner)] = &fresh[..] else { panic!("fresh: {fresh:?}") };
+        assert_eq!(winner, &AuthCodeRecord { redeemed_at: Some(*at), ..code });
+        assert_eq!(replayed.len(), N - 1);
+        // Every replay saw the winner's redemption.
+        assert!(replayed.iter().all(|rec| rec == winner), "{replayed:?}");
+    }
+
+    async fn expired_codes_are_deleted_and_the_rest_kept(db: &Db) {
+        let store = db.open().await;
+        let with_expiry = |tenant: &str, byte: u8, expires_at: i64, redeemed_at: Option<i64>| {
+            AuthCodeRecord { expires_at, redeemed_at, ..auth_code(tenant, hash(byte), 1) }
+        };
+        let gone = [
+            with_expiry(DEFAULT_TENANT, 1, 99, None),
+            with_expiry(DEFAULT_TENANT, 2, 50, Some(10)),
+        ];
+        let kept = [
+            with_expiry(DEFAULT_TENANT, 3, 100, None),
+            with_expiry(DEFAULT_TENANT, 4, 500, Some(10)),
+            with_expiry("acme", 1, 1, None),
+        ];
+        for code in gone.iter().chain(&kept) {
+            store.insert_auth_code(code).await.unwrap();
+        }
+
+        assert_eq!(store.delete_expired_auth_codes(DEFAULT_TENANT, 100).await.unwrap(), 2);
+        assert_eq!(store.delete_expired_auth_codes(DEFAULT_TENANT, 100).await.unwrap(), 0);
+        for code in &gone {
+            let got = store.redeem_auth_code(DEFAULT_TENANT, &code.code_hash, 200).await.unwrap();
+            assert_eq!(got, CodeRedemption::Unknown, "{code:?}");
+        }
+        for code in &kept {
+            let got = store.redeem_auth_code(&code.tenant_id, &code.code_hash, 200).await.unwrap();
+            assert_ne!(got, CodeRedemption::Unknown, "{code:?}");
+        }
+    }
+
+    async fn grant_round_trip_with_and_without_refresh_token(db: &Db) {
+        let store = db.open().await;
+        let (g, token) = grant_with_token(&store).await;
+        let bare = GrantRecord {
+            scope: String::new(),
+            revoked_at: Some(7),
+            ..grant(DEFAULT_TENANT, "bare", 2)
+        };
+        store.insert_grant(&bare, None).await.unwrap();
+
+        assert_eq!(store.grant(DEFAULT_TENANT, "g").await.unwrap(), Some(g.clone()));
+        assert_eq!(store.grant(DEFAULT_TENANT, "bare").await.unwrap(), Some(bare));
+        assert_eq!(store.grant(DEFAULT_TENANT, "missing").await.unwrap(), None);
+        let of_token = store.grant_of_refresh_token(DEFAULT_TENANT, &token.token_hash).await;
+        assert_eq!(of_token.unwrap(), Some(g));
+        assert_eq!(store.grant_of_refresh_token(DEFAULT_TENANT, &hash(2)).await.unwrap(), None);
+        assert_eq!(store.grant_of_refresh_token("acme", &token.token_hash).await.unwrap(), None);
+        assert_eq!(
+            store.refresh_token(DEFAULT_TENANT, &token.token_hash).await.unwrap(),
+            Some(token.clone())
+        );
+        assert_eq!(store.refresh_token(DEFAULT_TENANT, &hash(2)).await.unwrap(), None);
+        assert_eq!(store.refresh_token("acme", &token.token_hash).await.unwrap(), None);
+    }
+
+    async fn insert_grant_writes_nothing_on_error(db: &Db) {
+        let store = db.open().await;
+        let (g, _) = grant_with_token(&store).await;
+
+        // Taken grant id; taken token hash (the grant is rolled back with it).
+        let taken_id = GrantRecord { subject: "bob".to_owned(), ..grant(DEFAULT_TENANT, "g", 5) };
+        let err = store.insert_grant(&taken_id, None).await.unwrap_err();
+        assert!(matches!(err, StoreError::Duplicate), "{err:?}");
+        let fresh = grant(DEFAULT_TENANT, "g2", 5);
+        let taken_hash = refresh(DEFAULT_TENANT, "g2", hash(1), 5);
+        let err = store.insert_grant(&fresh, Some(&taken_hash)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Duplicate), "{err:?}");
+        assert_eq!(store.grant(DEFAULT_TENANT, "g2").await.unwrap(), None);
+
+        // A token of another grant or tenant, or with a bad hash.
+        let bad = [
+            refresh(DEFAULT_TENANT, "g", hash(2), 5),
+            refresh("acme", "g2", hash(2), 5),
+            refresh(DEFAULT_TENANT, "g2", vec![2; 31], 5),
+        ];
+        for token in &bad {
+            let err = store.insert_grant(&fresh, Some(token)).await.unwrap_err();
+            assert!(matches!(err, StoreError::InvalidRecord(_)), "{token:?}: {err:?}");
+        }
+        assert_eq!(store.grant(DEFAULT_TENANT, "g2").await.unwrap(), None);
+        assert_eq!(store.grant_of_refresh_token(DEFAULT_TENANT, &hash(2)).await.unwrap(), None);
+        assert_eq!(store.grant(DEFAULT_TENANT, "g").await.unwrap(), Some(g.clone()));
+        assert_eq!(store.grant_of_refresh_token(DEFAULT_TENANT, &hash(1)).await.unwrap(), Some(g));
+    }
+
+    async fn rfc9700_4_14_2_rotated_token_reused_revokes_the_grant(db: &Db) {
+        let store = db.open().await;
+        let (g, _) = grant_with_token(&store).await;
+
+        let second = refresh(DEFAULT_TENANT, "g", hash(2), 10);
+        let rotated = store
+            .rotate_refresh_token(DEFAULT_TENANT, CLIENT, &hash(1), &second, 10)
+            .await
+            .unwrap();
+        assert_eq!(rotated, RefreshRotation::Rotated(g.clone()));
+        assert_eq!(
+            store.grant_of_refresh_token(DEFAULT_TENANT, &hash(2)).await.unwrap(),
+            Some(g.clone())
+        );
+        let old = store.refresh_token(DEFAULT_TENANT, &hash(1)).await.unwrap().unwrap();
+        assert_eq!(old.rotated_at, Some(10));
+
+        // The old token again (an attacker, or the client's lost response):
+        // the whole grant goes, and the successor offered is not stored.
+        let third = refresh(DEFAULT_TENANT, "g", hash(3), 20);
+        let reused =
+            store.rotate_refresh_token(DEFAULT_TENANT, CLIENT, &hash(1), &third, 20).await.unwrap();
+        assert_eq!(reused, RefreshRotation::Reused(g.clone()));
+        let revoked = GrantRecord { revoked_at: Some(20), ..g };
+        assert_eq!(store.grant(DEFAULT_TENANT, "g").await.unwrap(), Some(revoked.clone()));
+        assert_eq!(store.grant_of_refresh_token(DEFAULT_TENANT, &hash(3)).await.unwrap(), None);
+
+        // The legitimate successor is now useless too.
+        let fourth = refresh(DEFAULT_TENANT, "g", hash(4), 30);
+        let after = store
+            .rotate_refresh_token(DEFAULT_TENANT, CLIENT, &hash(2), &fourth, 30)
+            .await
+            .unwrap();
+        assert_eq!(after, RefreshRotation::Invalid);
+        assert_eq!(store.grant_of_refresh_token(DEFAULT_TENANT, &hash(4)).await.unwrap(), None);
+
+        // A further reuse reports the grant as it was: revoked at 20, kept.
+        let again = store
+            .rotate_refresh_token(DEFAULT_TENANT, CLIENT, &hash(1), &fourth, 40)
+            .await
+            .unwrap();
+        assert_eq!(again, RefreshRotation::Reused(revoked.clone()));
+        assert_eq!(store.grant(DEFAULT_TENANT, "g").await.unwrap(), Some(revoked));
+    }
+
+    async fn refresh_token_of_another_client_is_invalid_and_changes_nothing(db: &Db) {
+        let store = db.open().await;
+        let (g, _) = grant_with_token(&store).await;
+
+        let stolen = refresh(DEFAULT_TENANT, "g", hash(2), 10);
+        let got = store
+            .rotate_refresh_token(DEFAULT_TENANT, "client-2", &hash(1), &stolen, 10)
+            .await
+            .unwrap();
+        assert_eq!(got, RefreshRotation::Invalid);
+        assert_eq!(store.grant_of_refresh_token(DEFAULT_TENANT, &hash(2)).await.unwrap(), None);
+
+        // The token is still current for its own client.
+        let second = refresh(DEFAULT_TENANT, "g", hash(3), 20);
+        let got = store
+            .rotate_refresh_token(DEFAULT_TENANT, CLIENT, &hash(1), &second, 20)
+            .await
+            .unwrap();
+        assert_eq!(got, RefreshRotation::Rotated(g.clone()));
+
+        // Another client presenting the rotated token is not reuse by the
+        // grant's client: the grant stays.
+        let got = store
+            .rotate_refresh_token(DEFAULT_TENANT, "client-2", &hash(1), &stolen, 30)
+            .await
+            .unwrap();
+        assert_eq!(got, RefreshRotation::Invalid);
+        assert_eq!(store.grant(DEFAULT_TENANT, "g").await.unwrap(), Some(g));
+    }
+
+    async fn expired_refresh_token_is_invalid(db: &Db) {
+        let store = db.open().await;
+        let (g, token) = grant_with_token(&store).await;
+        let second = refresh(DEFAULT_TENANT, "g", hash(2), 10);
+
+        // Valid while `expires_at > at`.
+        for at in [token.expires_at, token.expires_at + 1] {
+            let got = store
+                .rotate_refresh_token(DEFAULT_TENANT, CLIENT, &hash(1), &second, at)
+                .await
+                .unwrap();
+            assert_eq!(got, RefreshRotation::Invalid, "at {at}");
+        }
+        assert_eq!(store.grant_of_refresh_token(DEFAULT_TENANT, &hash(2)).await.unwrap(), None);
+        let at = token.expires_at - 1;
+        let got = store
+            .rotate_refresh_token(DEFAULT_TENANT, CLIENT, &hash(1), &second, at)
+            .await
+            .unwrap();
+        assert_eq!(got, RefreshRotation::Rotated(g));
+    }
+
+    async fn refresh_token_of_revoked_grant_unknown_or_of_another_tenant_is_invalid(db: &Db) {
+        let store = db.open().await;
+        let (g, _) = grant_with_token(&store).await;
+        let second = refresh(DEFAULT_TENANT, "g", hash(2), 10);
+
+        let unknown = store
+            .rotate_refresh_token(DEFAULT_TENANT, CLIENT, &hash(9), &second, 10)
+            .await
+            .unwrap();
+        assert_eq!(unknown, RefreshRotation::Invalid);
+        let theirs = refresh("acme", "g", hash(2), 10);
+        let other_tenant =
+            store.rotate_refresh_token("acme", CLIENT, &hash(1), &theirs, 10).await.unwrap();
+        assert_eq!(other_tenant, RefreshRotation::Invalid);
+
+        assert!(store.revoke_grant(DEFAULT_TENANT, "g", 15).await.unwrap());
+        let revoked = store
+            .rotate_refresh_token(DEFAULT_TENANT, CLIENT, &hash(1), &second, 20)
+            .await
+            .unwrap();
+        assert_eq!(revoked, RefreshRotation::Invalid);
+        assert_eq!(store.grant_of_refresh_token(DEFAULT_TENANT, &hash(2)).await.unwrap(), None);
+        let expected = GrantRecord { revoked_at: Some(15), ..g };
+        assert_eq!(store.grant(DEFAULT_TENANT, "g").await.unwrap(), Some(expected));
+    }
+
+    async fn rotation_to_a_bad_successor_changes_nothing(db: &Db) {
+        let store = db.open().await;
+        let (g, _) = grant_with_token(&store).await;
+        store.insert_grant(&grant(DEFAULT_TENANT, "other", 1), None).await.unwrap();
+
+        let bad = [
+            refresh(DEFAULT_TENANT, "other", hash(2), 10),
+            refresh("acme", "g", hash(2), 10),
+            refresh(DEFAULT_TENANT, "g", vec![2; 33], 10),
+        ];
+        for new in &bad {
+            let err = store
+                .rotate_refresh_token(DEFAULT_TENANT, CLIENT, &hash(1), new, 10)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StoreError::InvalidRecord(_)), "{new:?}: {err:?}");
+        }
+        // The successor's hash is taken (by the old token itself): the
+        // rotation is rolled back.
+        let taken = refresh(DEFAULT_TENANT, "g", hash(1), 10);
+        let err = store
+            .rotate_refresh_token(DEFAULT_TENANT, CLIENT, &hash(1), &taken, 10)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Duplicate), "{err:?}");
+
+        // Still current: not marked rotated by any of the failed attempts.
+        let good = refresh(DEFAULT_TENANT, "g", hash(2), 20);
+        let got =
+            store.rotate_refresh_token(DEFAULT_TENANT, CLIENT, &hash(1), &good, 20).await.unwrap();
+        assert_eq!(got, RefreshRotation::Rotated(g));
+    }
+
+    async fn concurrent_rotations_of_one_token_one_rotated_the_rest_reused(db: &Db) {
+        // The same refresh token presented twenty times at once (a client
+        // retrying, racing an attacker who stole it), on two replicas. A few
+        // rounds, each with a grant of its own: one rotation is several
+        // statements, so a race window may be missed in any single round.
+        const N: usize = 20;
+        const ROUNDS: u8 = 5;
+        let replicas = [db.open().await, db.open().await];
+        for round in 0..ROUNDS {
+            let grant_id = format!("g{round}");
+            let g = grant(DEFAULT_TENANT, &grant_id, 1);
+            let old = refresh(DEFAULT_TENANT, &grant_id, hash(round), 1);
+            replicas[0].insert_grant(&g, Some(&old)).await.unwrap();
+            // Successor i of this round: hash(i) with the round in byte 0.
+            let successor = move |i: usize| {
+                let mut token_hash = hash(100 + i as u8);
+                token_hash[0] = round;
+                token_hash
+            };
+            let results = race(&replicas, N, |i, store| {
+                let new = RefreshTokenRecord {
+                    token_hash: successor(i),
+                    ..refresh(DEFAULT_TENANT, &grant_id, vec![], 50)
+                };
+                async move {
+                    store
+                        .rotate_refresh_token(DEFAULT_TENANT, CLIENT, &hash(round), &new, 50)
+                        .await
+                        .unwrap()
+                }
+            })
+            .await;
+            let mut rotated = Vec::new();
+            for (i, result) in results.into_iter().enumerate() {
+                match result {
+                    RefreshRotation::Rotated(got) => {
+                        assert_eq!(got, g, "round {round}");
+                        rotated.push(i);
+                    }
+                    // As it was before that call: unrevoked, or revoked by a
+                    // rival's reuse at the same time.
+                    RefreshRotation::Reused(got) => {
+                        let as_before = got.revoked_at.is_none_or(|at| at == 50);
+                        assert!(as_before && got.grant_id == grant_id, "round {round}: {got:?}");
+                    }
+                    RefreshRotation::Invalid => panic!("round {round}: call {i} invalid"),
+                }
+            }
+            let [winner] = rotated[..] else { panic!("round {round}: rotated {rotated:?}") };
+            let revoked = GrantRecord { revoked_at: Some(50), ..g };
+            let got = replicas[1].grant(DEFAULT_TENANT, &grant_id).await.unwrap();
+            assert_eq!(got, Some(revoked.clone()), "round {round}");
+            // Only the winner's successor was stored.
+            for i in 0..N {
+                let of = replicas[1].grant_of_refresh_token(DEFAULT_TENANT, &successor(i)).await;
+                let expected = (i == winner).then(|| revoked.clone());
+                assert_eq!(of.unwrap(), expected, "round {round}: successor {i}");
+            }
+        }
+    }
+
+    async fn rfc7009_grant_revocation_keeps_the_first_time(db: &Db) {
+        let store = db.open().await;
+        let (g, _) = grant_with_token(&store).await;
+
+        assert!(store.revoke_grant(DEFAULT_TENANT, "g", 100).await.unwrap());
+        assert!(!store.revoke_grant(DEFAULT_TENANT, "g", 50).await.unwrap());
+        assert!(!store.revoke_grant(DEFAULT_TENANT, "missing", 100).await.unwrap());
+        assert!(!store.revoke_grant("acme", "g", 10).await.unwrap());
+        let revoked = GrantRecord { revoked_at: Some(100), ..g };
+        assert_eq!(store.grant(DEFAULT_TENANT, "g").await.unwrap(), Some(revoked.clone()));
+        // Revoked grants are still found by their tokens.
+        assert_eq!(
+            store.grant_of_refresh_token(DEFAULT_TENANT, &hash(1)).await.unwrap(),
+            Some(revoked)
+        );
+    }
+
+    async fn grants_of_a_subject_and_client_are_revoked_on_one_or_every_resource(db: &Db) {
+        let store = db.open().await;
+        let g = |id: &str, subject: &str, client_id: &str, resource: &str| GrantRecord {
+            subject: subject.to_owned(),
+            client_id: client_id.to_owned(),
+            resource: resource.to_owned(),
+            ..grant(DEFAULT_TENANT, id, 1)
+        };
+        let grants = [
+            g("a1", "alice", "c1", "r1"),
+            g("a2", "alice", "c1", "r2"),
+            GrantRecord { revoked_at: Some(5), ..g("a3", "alice", "c1", "r3") },
+            g("a4", "alice", "c2", "r1"),
+            g("b1", "bob", "c1", "r1"),
+            GrantRecord { tenant_id: "acme".to_owned(), ..g("x1", "alice", "c1", "r1") },
+        ];
+        for rec in &grants {
+            store.insert_grant(rec, None).await.unwrap();
+        }
+        let revoked_at = |store: Arc<dyn Store>, id: &'static str| async move {
+            store.grant(DEFAULT_TENANT, id).await.unwrap().unwrap().revoked_at
+        };
+
+        assert_eq!(
+            store.revoke_grants_of(DEFAULT_TENANT, "alice", "c1", Some("r1"), 10).await.unwrap(),
+            1
+        );
+        assert_eq!(revoked_at(store.clone(), "a1").await, Some(10));
+        assert_eq!(revoked_at(store.clone(), "a2").await, None);
+
+        // Every resource: a2 only, as a1 and a3 are revoked already.
+        assert_eq!(
+            store.revoke_grants_of(DEFAULT_TENANT, "alice", "c1", None, 20).await.unwrap(),
+            1
+        );
+        for (id, expected) in
+            [("a1", Some(10)), ("a2", Some(20)), ("a3", Some(5)), ("a4", None), ("b1", None)]
+        {
+            assert_eq!(revoked_at(store.clone(), id).await, expected, "{id}");
+        }
+        assert_eq!(
+            store.revoke_grants_of(DEFAULT_TENANT, "alice", "c1", None, 30).await.unwrap(),
+            0
+        );
+        assert_eq!(store.grant("acme", "x1").await.unwrap(), Some(grants[5].clone()));
+        assert_eq!(store.revoke_grants_of("acme", "alice", "c2", None, 30).await.unwrap(), 0);
+    }
+
+    async fn revocations_since_lists_grants_and_tokens_oldest_first(db: &Db) {
+        let store = db.open().await;
+        for id in ["g1", "g2", "g3", "old"] {
+            store.insert_grant(&grant(DEFAULT_TENANT, id, 1), None).await.unwrap();
+        }
+        store.insert_grant(&grant("acme", "x", 1), None).await.unwrap();
+        for (id, at) in [("g2", 30), ("g1", 10), ("old", 5)] {
+            assert!(store.revoke_grant(DEFAULT_TENANT, id, at).await.unwrap());
+        }
+        assert!(store.revoke_grant("acme", "x", 20).await.unwrap());
+        for (jti, at) in [("j2", 30), ("j1", 20), ("j0", 9)] {
+            store.revoke_access_token(DEFAULT_TENANT, jti, at, at + 300).await.unwrap();
+        }
+        // Recording it twice is no error and keeps the first record.
+        store.revoke_access_token(DEFAULT_TENANT, "j1", 40, 999).await.unwrap();
+        store.revoke_access_token("acme", "j1", 25, 300).await.unwrap();
+
+        let got = store.revocations_since(DEFAULT_TENANT, 10).await.unwrap();
+        let expected = [
+            Revocation::Grant { grant_id: "g1".to_owned(), revoked_at: 10 },
+            Revocation::Token { jti: "j1".to_owned(), revoked_at: 20 },
+            Revocation::Grant { grant_id: "g2".to_owned(), revoked_at: 30 },
+            Revocation::Token { jti: "j2".to_owned(), revoked_at: 30 },
+        ];
+        assert_eq!(got, expected);
+        assert_eq!(store.revocations_since(DEFAULT_TENANT, 31).await.unwrap(), []);
+        assert_eq!(
+            store.revocations_since("acme", 0).await.unwrap(),
+            [
+                Revocation::Grant { grant_id: "x".to_owned(), revoked_at: 20 },
+                Revocation::Token { jti: "j1".to_owned(), revoked_at: 25 },
+            ]
+        );
+    }
+
+    async fn expired_tokens_and_old_revocations_are_deleted_and_the_rest_kept(db: &Db) {
+        let store = db.open().await;
+        let before = 100;
+        let token = |grant_id: &str, byte: u8, expires_at: i64| RefreshTokenRecord {
+            expires_at,
+            ..refresh(DEFAULT_TENANT, grant_id, hash(byte), 1)
+        };
+        // A live grant whose token 1 (expired) was rotated to 3 (expiring
+        // at the cutoff, also rotated) and then to 4; another live grant
+        // whose only token, 2, expired unrotated.
+        let live = grant(DEFAULT_TENANT, "live", 1);
+        store.insert_grant(&live, Some(&token("live", 1, 99))).await.unwrap();
+        for (old, new, expires_at, at) in [(1, 3, 100, 50), (3, 4, 500, 60)] {
+            let new = token("live", new, expires_at);
+            let got = store
+                .rotate_refresh_token(DEFAULT_TENANT, CLIENT, &hash(old), &new, at)
+                .await
+                .unwrap();
+            assert_eq!(got, RefreshRotation::Rotated(live.clone()));
+        }
+        let lapsed = grant(DEFAULT_TENANT, "lapsed", 1);
+        store.insert_grant(&lapsed, Some(&token("lapsed", 2, 98))).await.unwrap();
+        // Revoked before the cutoff: goes with its unexpired token.
+        let old = GrantRecord { revoked_at: Some(99), ..grant(DEFAULT_TENANT, "old", 1) };
+        store.insert_grant(&old, Some(&token("old", 5, 1_000))).await.unwrap();
+        // Revoked at the cutoff: stays, with its token.
+        let recent = GrantRecord { revoked_at: Some(100), ..grant(DEFAULT_TENANT, "recent", 1) };
+        store.insert_grant(&recent, Some(&token("recent", 6, 1_000))).await.unwrap();
+        store.revoke_access_token(DEFAULT_TENANT, "expired", 10, 99).await.unwrap();
+        store.revoke_access_token(DEFAULT_TENANT, "current", 10, 100).await.unwrap();
+        // Another tenant's expired rows stay.
+        let theirs = GrantRecord { revoked_at: Some(1), ..grant("acme", "old", 1) };
+        let their_token =
+            RefreshTokenRecord { expires_at: 2, ..refresh("acme", "old", hash(7), 1) };
+        store.insert_grant(&theirs, Some(&their_token)).await.unwrap();
+        store.revoke_access_token("acme", "expired", 1, 2).await.unwrap();
+
+        // Tokens 1, 2 and 5, grant `old`, revocation `expired`.
+        assert_eq!(store.delete_expired_tokens(DEFAULT_TENANT, before).await.unwrap(), 5);
+        assert_eq!(store.delete_expired_tokens(DEFAULT_TENANT, before).await.unwrap(), 0);
+
+        for (byte, kept) in [(1, false), (2, false), (3, true), (4, true), (5, false), (6, true)] {
+            let found = store.grant_of_refresh_token(DEFAULT_TENANT, &hash(byte)).await.unwrap();
+            assert_eq!(found.is_some(), kept, "token {byte}");
+        }
+        assert_eq!(store.grant(DEFAULT_TENANT, "live").await.unwrap(), Some(live));
+        assert_eq!(store.grant(DEFAULT_TENANT, "lapsed").await.unwrap(), Some(lapsed));
+        assert_eq!(store.grant(DEFAULT_TENANT, "old").await.unwrap(), None);
+        assert_eq!(store.grant(DEFAULT_TENANT, "recent").await.unwrap(), Some(recent));
+        assert_eq!(
+            store.revocations_since(DEFAULT_TENANT, 0).await.unwrap(),
+            [
+                Revocation::Token { jti: "current".to_owned(), revoked_at: 10 },
+                Revocation::Grant { grant_id: "recent".to_owned(), revoked_at: 100 },
+            ]
+        );
+        assert_eq!(store.grant_of_refresh_token("acme", &hash(7)).await.unwrap(), Some(theirs));
+        assert_eq!(store.revocations_since("acme", 0).await.unwrap().len(), 2);
+    }
+
+    async fn consent_is_upserted_and_replaced(db: &Db) {
+        let store = db.open().await;
+        let first = consent(DEFAULT_TENANT, "alice", CLIENT, RESOURCE);
+        store.upsert_consent(&first).await.unwrap();
+        assert_eq!(
+            store.consent(DEFAULT_TENANT, "alice", CLIENT, RESOURCE).await.unwrap(),
+            Some(first.clone())
+        );
+
+        let wider = ConsentRecord {
+            scope: "repo:read issues:write".to_owned(),
+            created_at: 50,
+            ..first.clone()
+        };
+        store.upsert_consent(&wider).await.unwrap();
+        assert_eq!(
+            store.consent(DEFAULT_TENANT, "alice", CLIENT, RESOURCE).await.unwrap(),
+            Some(wider.clone())
+        );
+        assert_eq!(
+            store.list_consents(DEFAULT_TENANT, None).await.unwrap(),
+            std::slice::from_ref(&wider)
+        );
+        let empty = ConsentRecord { scope: String::new(), ..wider };
+        store.upsert_consent(&empty).await.unwrap();
+        assert_eq!(
+            store.consent(DEFAULT_TENANT, "alice", CLIENT, RESOURCE).await.unwrap(),
+            Some(empty)
+        );
+
+        for (subject, client_id, resource) in
+            [("bob", CLIENT, RESOURCE), ("alice", "other", RESOURCE), ("alice", CLIENT, "other")]
+        {
+            let got = store.consent(DEFAULT_TENANT, subject, client_id, resource).await.unwrap();
+            assert_eq!(got, None, "{subject} {client_id} {resource}");
+        }
+        assert_eq!(store.consent("acme", "alice", CLIENT, RESOURCE).await.unwrap(), None);
+        assert_eq!(store.list_consents("acme", None).await.unwrap(), []);
+    }
+
+    async fn consents_are_listed_by_subject_client_and_resource_bytewise(db: &Db) {
+        let store = db.open().await;
+        // Inserted out of order; "B" < "a" bytewise, whatever the locale.
+        let all = [
+            ("bob", "c1", "r1"),
+            ("alice", "c2", "r1"),
+            ("alice", "c1", "r2"),
+            ("alice", "c1", "R9"),
+            ("Zed", "c1", "r1"),
+            ("alice", "B", "r1"),
+        ];
+        for (subject, client_id, resource) in all {
+            store
+                .upsert_consent(&consent(DEFAULT_TENANT, subject, client_id, resource))
+                .await
+                .unwrap();
+        }
+        store.upsert_consent(&consent("acme", "alice", "c0", "r0")).await.unwrap();
+
+        assert_eq!(
+            consent_keys(&store, DEFAULT_TENANT, None).await,
+            keys(&[
+                ("Zed", "c1", "r1"),
+                ("alice", "B", "r1"),
+                ("alice", "c1", "R9"),
+                ("alice", "c1", "r2"),
+                ("alice", "c2", "r1"),
+                ("bob", "c1", "r1"),
+            ])
+        );
+        assert_eq!(
+            consent_keys(&store, DEFAULT_TENANT, Some("alice")).await,
+            keys(&[
+                ("alice", "B", "r1"),
+                ("alice", "c1", "R9"),
+                ("alice", "c1", "r2"),
+                ("alice", "c2", "r1")
+            ])
+        );
+        assert_eq!(consent_keys(&store, DEFAULT_TENANT, Some("carol")).await, keys(&[]));
+        assert_eq!(consent_keys(&store, "acme", None).await, keys(&[("alice", "c0", "r0")]));
+    }
+
+    async fn consents_are_deleted_for_one_resource_or_all(db: &Db) {
+        let store = db.open().await;
+        for (subject, client_id, resource) in [
+            ("alice", "c1", "r1"),
+            ("alice", "c1", "r2"),
+            ("alice", "c1", "r3"),
+            ("alice", "c2", "r1"),
+            ("bob", "c1", "r1"),
+        ] {
+            store
+                .upsert_consent(&consent(DEFAULT_TENANT, subject, client_id, resource))
+                .await
+                .unwrap();
+        }
+        store.upsert_consent(&consent("acme", "alice", "c1", "r1")).await.unwrap();
+
+        assert_eq!(
+            store.delete_consents(DEFAULT_TENANT, "alice", "c1", Some("r1")).await.unwrap(),
+            1
+        );
+        assert_eq!(
+            store.delete_consents(DEFAULT_TENANT, "alice", "c1", Some("r1")).await.unwrap(),
+            0
+        );
+        assert_eq!(store.delete_consents(DEFAULT_TENANT, "alice", "c1", None).await.unwrap(), 2);
+        assert_eq!(store.delete_consents("acme", "bob", "c1", None).await.unwrap(), 0);
+        assert_eq!(
+            consent_keys(&store, DEFAULT_TENANT, None).await,
+            keys(&[("alice", "c2", "r1"), ("bob", "c1", "r1")])
+        );
+        assert_eq!(consent_keys(&store, "acme", None).await, keys(&[("alice", "c1", "r1")]));
+    }
+
+    async fn rfc7523_3_assertion_jti_is_refused_until_it_expires(db: &Db) {
+        let store = db.open().await;
+        let record = |client_id: &'static str, jti: &'static str, expires_at: i64, now: i64| {
+            let store = store.clone();
+            async move {
+                store
+                    .record_assertion_jti(DEFAULT_TENANT, client_id, jti, expires_at, now)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert!(record("c1", "j", 100, 10).await);
+        // A replay, whatever expiry it claims, up to and including `exp`.
+        assert!(!record("c1", "j", 500, 20).await);
+        assert!(!record("c1", "j", 500, 100).await);
+        // jtis are per client, and per tenant.
+        assert!(record("c2", "j", 100, 20).await);
+        assert!(store.record_assertion_jti("acme", "c1", "j", 100, 20).await.unwrap());
+        // Once expired the jti may be used again, and is then recorded anew.
+        assert!(record("c1", "j", 300, 101).await);
+        assert!(!record("c1", "j", 300, 200).await);
+        assert!(!record("c1", "j", 300, 300).await);
+        assert!(record("c1", "j", 400, 301).await);
+        // Another expired entry, dropped by a later call, may be used again.
+        assert!(record("c1", "k", 50, 40).await);
+        assert!(record("c1", "l", 600, 60).await);
+        assert!(record("c1", "k", 700, 60).await);
+        assert!(!record("c1", "k", 700, 61).await);
+    }
+
+    async fn concurrent_records_of_one_assertion_jti_exactly_one_is_new(db: &Db) {
+        // Twenty copies of one client assertion at once, on two replicas:
+        // first while the jti is new, then again once it has expired.
+        const N: usize = 20;
+        let replicas = [db.open().await, db.open().await];
+        for (expires_at, now) in [(100, 10), (300, 200)] {
+            let results = race(&replicas, N, |_, store| async move {
+                store
+                    .record_assertion_jti(DEFAULT_TENANT, CLIENT, "jti", expires_at, now)
+                    .await
+                    .unwrap()
+            })
+            .await;
+            let new = results.iter().filter(|&&new| new).count();
+            assert_eq!(new, 1, "now {now}: {results:?}");
+        }
+    }
+
+    async fn tenant_isolation_for_grants_and_consents(db: &Db) {
+        let store = db.open().await;
+        let (g, _) = grant_with_token(&store).await;
+        let mine = consent(DEFAULT_TENANT, "alice", CLIENT, RESOURCE);
+        store.upsert_consent(&mine).await.unwrap();
+        store.revoke_access_token(DEFAULT_TENANT, "jti", 10, 1_000).await.unwrap();
+
+        // Another tenant can neither see nor change any of it.
+        assert_eq!(store.grant("acme", "g").await.unwrap(), None);
+        assert!(!store.revoke_grant("acme", "g", 5).await.unwrap());
+        assert_eq!(store.revoke_grants_of("acme", "alice", CLIENT, None, 5).await.unwrap(), 0);
+        assert_eq!(store.revocations_since("acme", 0).await.unwrap(), []);
+        assert_eq!(store.delete_expired_tokens("acme", i64::MAX).await.unwrap(), 0);
+        assert_eq!(store.consent("acme", "alice", CLIENT, RESOURCE).await.unwrap(), None);
+        assert_eq!(store.delete_consents("acme", "alice", CLIENT, None).await.unwrap(), 0);
+        assert_eq!(store.grant(DEFAULT_TENANT, "g").await.unwrap(), Some(g.clone()));
+        assert_eq!(store.grant_of_refresh_token(DEFAULT_TENANT, &hash(1)).await.unwrap(), Some(g));
+        assert_eq!(store.list_consents(DEFAULT_TENANT, None).await.unwrap(), [mine]);
+        assert_eq!(store.revocations_since(DEFAULT_TENANT, 0).await.unwrap().len(), 1);
+
+        // Grant ids and token hashes are unique per tenant only.
+        let theirs = grant("acme", "g", 2);
+        store.insert_grant(&theirs, Some(&refresh("acme", "g", hash(1), 2))).await.unwrap();
+        assert_eq!(store.grant_of_refresh_token("acme", &hash(1)).await.unwrap(), Some(theirs));
+    }
+}
+
+#[test]
+fn debug_of_codes_and_refresh_tokens_shows_no_hash() {
+    let code = auth_code(DEFAULT_TENANT, vec![HASH_BYTE; 32], 1);
+    let debug_code = format!("{code:?}");
+    assert!(
+        debug_code.contains("code_hash: <redacted>") && debug_code.contains(r#""g-from-code""#),
+        "{debug_code}"
+    );
+    let token = refresh(DEFAULT_TENANT, "g", vec![HASH_BYTE; 32], 1);
+    let debug_token = format!("{token:?}");
+    assert!(
+        debug_token.contains("token_hash: <redacted>") && debug_token.contains(r#"grant_id: "g""#),
+        "{debug_token}"
+    );
+    for debug in [debug_code, debug_token] {
+        for notation in [
+            format!("{HASH_BYTE}, {HASH_BYTE}"),
+            format!("{HASH_BYTE:02x}{HASH_BYTE:02x}"),
+            format!("{HASH_BYTE:02X}{HASH_BYTE:02X}"),
+        ] {
+            assert!(!debug.contains(&notation), "{notation} in {debug}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn unsupported_url_scheme_is_rejected() {
     for (url, what) in [
@@ -1242,7 +2154,13 @@ async fn sqlite_file_is_created_in_wal_mode() {
         [
             "_sqlx_migrations",
             "api_keys",
+            "auth_codes",
+            "client_assertion_jtis",
+            "consents",
+            "grants",
             "oauth_clients",
+            "refresh_tokens",
+            "revoked_access_tokens",
             "signing_keys",
             "users"
         ]
