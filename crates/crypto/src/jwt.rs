@@ -123,6 +123,12 @@ pub fn peek_header(token: &str, allowed: &[Algorithm]) -> Result<TokenHeader, Jw
 /// server): read from memory, never fetched.
 pub trait KeySource: Send + Sync + std::fmt::Debug {
     fn jwks(&self) -> std::sync::Arc<Jwks>;
+
+    /// Whether a token with these (verified) claims has been revoked by
+    /// its issuer. Checked on every request; must not block.
+    fn is_revoked(&self, _claims: &Claims) -> bool {
+        false
+    }
 }
 
 /// One verification key from a JWKS.
@@ -251,6 +257,10 @@ pub struct Claims {
     pub nbf: Option<u64>,
     pub iat: Option<u64>,
     pub jti: Option<String>,
+    /// `gid`: the grant an access token of mcpgate's own authorization
+    /// server was issued under (a private claim, RFC 7519 §4.3), so that
+    /// revoking the grant revokes the token.
+    pub gid: Option<String>,
 }
 
 /// What a request expects of a token.
@@ -347,6 +357,7 @@ fn claims(v: &Value) -> Result<Claims, JwtError> {
         nbf: time("nbf")?,
         iat: time("iat")?,
         jti: string("jti")?,
+        gid: string("gid")?,
     })
 }
 

@@ -16,6 +16,7 @@
 
 pub mod apikey;
 pub mod jwt;
+pub mod mac;
 pub mod master;
 pub mod password;
 pub mod secret;

@@ -35,6 +35,8 @@ pub enum MasterKeyError {
 
 pub struct MasterKey {
     key: LessSafeKey,
+    /// For [`MasterKey::derive_mac`]: HMAC keyed with the master key.
+    mac: crate::mac::Mac,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -49,6 +51,7 @@ impl MasterKey {
             UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| MasterKeyError::BadEnvKey)?;
         Ok(Self {
             key: LessSafeKey::new(unbound),
+            mac: crate::mac::Mac::from_key(bytes),
         })
     }
 
@@ -114,6 +117,13 @@ impl MasterKey {
             }
             Err(e) => Err(err(e.to_string())),
         }
+    }
+
+    /// A MAC key for `label`, derived from the master key (HMAC-SHA-256 of
+    /// the label), so that replicas sharing the master key share it too and
+    /// nothing more needs storing. Distinct labels give unrelated keys.
+    pub fn derive_mac(&self, label: &str) -> crate::mac::Mac {
+        self.mac.derive(label)
     }
 
     /// Encrypts `plaintext`, bound to `aad`.
