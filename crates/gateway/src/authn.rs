@@ -215,7 +215,11 @@ impl Authenticator {
                 now: now(),
                 leeway: LEEWAY_SECS,
             })
-            .map_err(|e| Reject::InvalidToken(e.into()))
+            .map_err(|e| Reject::InvalidToken(e.into()))?;
+        if iss.is_revoked(claims) {
+            return Err(Reject::InvalidToken(AuthFailure::Revoked));
+        }
+        Ok(())
     }
 
     async fn verify_jwt(

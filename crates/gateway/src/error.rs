@@ -24,6 +24,8 @@ pub enum AuthFailure {
     IssuerUnavailable(String),
     #[error("introspection says the token is not active")]
     Inactive,
+    #[error("token revoked by its issuer")]
+    Revoked,
     #[error("no issuer can introspect opaque tokens")]
     NoIntrospection,
     #[error("API key unknown or malformed")]
@@ -56,6 +58,7 @@ impl AuthFailure {
             AuthFailure::UntrustedIssuer => "untrusted_issuer",
             AuthFailure::IssuerUnavailable(_) => "issuer_unavailable",
             AuthFailure::Inactive => "inactive",
+            AuthFailure::Revoked => "revoked",
             AuthFailure::NoIntrospection => "opaque_unsupported",
             AuthFailure::UnknownApiKey => "api_key_unknown",
             AuthFailure::RevokedApiKey => "api_key_revoked",

@@ -71,6 +71,12 @@ impl Issuer {
     }
 
     /// The built-in authorization server: same checks, keys from memory.
+    /// Whether the issuer says these verified claims are revoked (only
+    /// the built-in issuer knows; others answer through introspection).
+    pub fn is_revoked(&self, claims: &jwt::Claims) -> bool {
+        self.local.as_ref().is_some_and(|l| l.is_revoked(claims))
+    }
+
     pub fn local(issuer: &str, source: Arc<dyn jwt::KeySource>) -> Self {
         let config = TrustedIssuer {
             issuer: issuer.to_owned(),

@@ -267,12 +267,11 @@ pub async fn serve(
         .header_read_timeout(Duration::from_secs(30))
         .max_buf_size(max_header_bytes.max(8192))
         .keep_alive(true);
-    let service = hyper_util::service::TowerToHyperService::new(service);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -281,7 +280,17 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = builder.serve_connection(TokioIo::new(stream), service.clone());
+                // The peer address, for throttling and audit (axum's
+                // `ConnectInfo` extractor reads it).
+                let svc = tower::ServiceExt::map_request(
+                    service.clone(),
+                    move |mut req: Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                        req
+                    },
+                );
+                let svc = hyper_util::service::TowerToHyperService::new(svc);
+                let conn = builder.serve_connection(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
