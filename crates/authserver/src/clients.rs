@@ -4,7 +4,7 @@
 use axum::http::HeaderMap;
 use base64::Engine as _;
 use mcpgate_crypto::secret::ct_eq;
-use mcpgate_crypto::{Unspecified, random_bytes, sha256};
+use mcpgate_crypto::{Unspecified, sha256};
 use mcpgate_store::{ClientRecord, DEFAULT_TENANT, Store};
 
 use crate::error::OAuthError;
@@ -26,11 +26,7 @@ pub struct ClientSpec {
     pub scope: Option<String>,
 }
 
-fn random_token(bytes: usize) -> Result<String, Unspecified> {
-    let mut b = vec![0u8; bytes];
-    random_bytes(&mut b)?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&b))
-}
+use crate::random_token;
 
 /// Builds a client record (not stored yet) with a fresh id and, for a
 /// confidential client, a fresh secret of 256 bits (stored as SHA-256:
@@ -182,6 +178,155 @@ pub async fn authenticate(
         return Err(fail);
     }
     Ok(rec)
+}
+
+/// A client as the authorization and token endpoints see it: registered
+/// (command line or RFC 7591) or described by a metadata document.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub client_id: String,
+    /// Display name; never trusted for anything but display.
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    /// Scopes the client may request, if restricted.
+    pub scope: Option<String>,
+    /// `none`, `client_secret_basic`, `client_secret_post` or `private_key_jwt`.
+    pub auth_method: String,
+    /// JWK Set (JSON) for `private_key_jwt`.
+    pub jwks: Option<String>,
+    /// For a metadata-document client: the host of its `client_id` URL.
+    pub metadata_host: Option<String>,
+    /// The stored record (registered clients): secrets and their hashes.
+    pub record: Option<ClientRecord>,
+}
+
+impl Client {
+    pub fn from_record(rec: ClientRecord) -> Self {
+        Self {
+            client_id: rec.client_id.clone(),
+            name: rec.name.clone(),
+            redirect_uris: rec.redirect_uris.clone(),
+            grant_types: rec.grant_types.clone(),
+            scope: rec.scope.clone(),
+            auth_method: rec.token_endpoint_auth_method.clone(),
+            jwks: rec.jwks.clone(),
+            metadata_host: None,
+            record: Some(rec),
+        }
+    }
+
+    pub fn from_metadata(m: &crate::cimd::ClientMetadata) -> Self {
+        let host = url::Url::parse(&m.client_id)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned));
+        let grant_types = if m.grant_types.is_empty() {
+            vec!["authorization_code".to_owned()]
+        } else {
+            m.grant_types.clone()
+        };
+        Self {
+            client_id: m.client_id.clone(),
+            name: m
+                .client_name
+                .clone()
+                .unwrap_or_else(|| host.clone().unwrap_or_default()),
+            redirect_uris: m.redirect_uris.clone(),
+            grant_types,
+            scope: m.scope.clone(),
+            auth_method: m.token_endpoint_auth_method.clone(),
+            jwks: m.jwks.as_ref().map(|j| j.to_string()),
+            metadata_host: host,
+            record: None,
+        }
+    }
+
+    pub fn allows_grant(&self, grant: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant)
+    }
+}
+
+/// Why a client could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("unknown client")]
+    Unknown,
+    #[error("the client's metadata document cannot be used: {0}")]
+    Metadata(String),
+    #[error("storage: {0}")]
+    Store(#[from] mcpgate_store::StoreError),
+}
+
+/// Finds `client_id`: a metadata-document URL is fetched (cached), anything
+/// else is looked up in storage.
+pub async fn resolve(s: &crate::AuthServer, client_id: &str) -> Result<Client, ResolveError> {
+    if client_id.is_empty() || client_id.len() > 2048 {
+        return Err(ResolveError::Unknown);
+    }
+    if crate::cimd::is_metadata_client_id(client_id, s.settings.danger_cimd_allow_private_addresses)
+    {
+        let m = s
+            .cimd
+            .get(client_id)
+            .await
+            .map_err(|e| ResolveError::Metadata(e.to_string()))?;
+        return Ok(Client::from_metadata(&m));
+    }
+    match s.store.client(DEFAULT_TENANT, client_id).await? {
+        Some(rec) => Ok(Client::from_record(rec)),
+        None => Err(ResolveError::Unknown),
+    }
+}
+
+/// `client_assertion_type` of RFC 7523 §2.2.
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// Authenticates the client of a token, revocation or introspection
+/// request by whichever single method it used: a JWT assertion
+/// (`private_key_jwt`), a secret (`client_secret_basic` or
+/// `client_secret_post`, registered clients only), or none (public
+/// clients, which only name themselves). The method must be the one the
+/// client registered.
+pub(crate) async fn authenticate_request(
+    s: &crate::AuthServer,
+    headers: &HeaderMap,
+    form: &crate::token::Form,
+) -> Result<Client, OAuthError> {
+    let has_basic = headers.contains_key(http::header::AUTHORIZATION);
+    if let Some(assertion) = form.client_assertion.as_deref() {
+        if has_basic || form.client_secret.is_some() {
+            return Err(OAuthError::InvalidRequest(
+                "use one client authentication method, not two",
+            ));
+        }
+        if form.client_assertion_type.as_deref() != Some(JWT_BEARER) {
+            return Err(OAuthError::InvalidRequest(
+                "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ));
+        }
+        return crate::assertion::authenticate(s, form.client_id.as_deref(), assertion).await;
+    }
+    if has_basic || form.client_secret.is_some() {
+        let p = presented(
+            headers,
+            form.client_id.as_deref(),
+            form.client_secret.as_deref(),
+        )?;
+        let rec = authenticate(&*s.store, &p, crate::now()).await?;
+        return Ok(Client::from_record(rec));
+    }
+    let id = form
+        .client_id
+        .as_deref()
+        .ok_or(OAuthError::InvalidClient { basic: false })?;
+    let client = resolve(s, id).await.map_err(|e| match e {
+        ResolveError::Store(e) => OAuthError::Server(e.to_string()),
+        _ => OAuthError::InvalidClient { basic: false },
+    })?;
+    if client.auth_method != "none" {
+        return Err(OAuthError::InvalidClient { basic: false });
+    }
+    Ok(client)
 }
 
 #[cfg(test)]

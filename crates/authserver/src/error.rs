@@ -17,6 +17,18 @@ pub enum OAuthError {
     UnauthorizedClient(&'static str),
     #[error("unsupported_grant_type")]
     UnsupportedGrantType,
+    /// The code, refresh token or PKCE verifier is invalid, expired, used,
+    /// revoked or not this client's (RFC 6749 §5.2).
+    #[error("invalid_grant: {0}")]
+    InvalidGrant(&'static str),
+    /// RFC 7591 §3.2.2.
+    #[error("invalid_redirect_uri: {0}")]
+    InvalidRedirectUri(&'static str),
+    #[error("invalid_client_metadata: {0}")]
+    InvalidClientMetadata(&'static str),
+    /// Too many requests from one source (registration).
+    #[error("too many requests")]
+    SlowDown,
     #[error("invalid_scope: {0}")]
     InvalidScope(&'static str),
     /// RFC 8707 §2: the resource is unknown or not allowed.
@@ -33,6 +45,11 @@ impl OAuthError {
             OAuthError::InvalidClient { .. } => "invalid_client",
             OAuthError::UnauthorizedClient(_) => "unauthorized_client",
             OAuthError::UnsupportedGrantType => "unsupported_grant_type",
+            OAuthError::InvalidGrant(_) => "invalid_grant",
+            OAuthError::InvalidRedirectUri(_) => "invalid_redirect_uri",
+            OAuthError::InvalidClientMetadata(_) => "invalid_client_metadata",
+            // RFC 7591 defines no rate-limit code; the status says it.
+            OAuthError::SlowDown => "invalid_request",
             OAuthError::InvalidScope(_) => "invalid_scope",
             OAuthError::InvalidTarget(_) => "invalid_target",
             OAuthError::Server(_) => "server_error",
@@ -44,7 +61,11 @@ impl OAuthError {
             OAuthError::InvalidRequest(d)
             | OAuthError::UnauthorizedClient(d)
             | OAuthError::InvalidScope(d)
-            | OAuthError::InvalidTarget(d) => d,
+            | OAuthError::InvalidTarget(d)
+            | OAuthError::InvalidGrant(d)
+            | OAuthError::InvalidRedirectUri(d)
+            | OAuthError::InvalidClientMetadata(d) => d,
+            OAuthError::SlowDown => "too many registrations from this address; try again later",
             OAuthError::InvalidClient { .. } => "client authentication failed",
             OAuthError::UnsupportedGrantType => "this grant type is not supported",
             OAuthError::Server(_) => "the authorization server failed; try again",
@@ -55,6 +76,7 @@ impl OAuthError {
         match self {
             OAuthError::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
             OAuthError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            OAuthError::SlowDown => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -73,6 +95,9 @@ impl IntoResponse for OAuthError {
         let h = r.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        if let OAuthError::SlowDown = self {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("600"));
+        }
         if let OAuthError::InvalidClient { basic: true } = self {
             h.insert(
                 header::WWW_AUTHENTICATE,

@@ -107,6 +107,12 @@ impl KeyRing {
             .clone()
     }
 
+    /// A MAC key for `label` derived from the master key (shared by every
+    /// replica that shares the master key).
+    pub fn derive_mac(&self, label: &str) -> mcpgate_crypto::mac::Mac {
+        self.master.derive_mac(label)
+    }
+
     pub fn signer(&self) -> Arc<SigningKey> {
         self.current().signer.clone()
     }

@@ -1,6 +1,7 @@
 //! RFC 8414 authorization server metadata, OpenID Connect discovery and the
 //! JWKS. Both metadata documents carry the same `issuer`: `public_url`,
 //! byte for byte (RFC 8414 §3.3). Only what is implemented is advertised.
+//! `registration_endpoint` only while dynamic registration is on.
 
 use std::sync::Arc;
 
@@ -9,21 +10,48 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, header};
 use serde_json::{Value, json};
 
-use crate::{AuthServer, JWKS_PATH, TOKEN_PATH};
+use crate::{
+    AUTHORIZE_PATH, AuthServer, INTROSPECT_PATH, JWKS_PATH, REGISTER_PATH, REVOKE_PATH, TOKEN_PATH,
+};
 
 pub fn document(s: &AuthServer) -> Value {
-    json!({
-        "issuer": s.issuer,
-        "token_endpoint": format!("{}{TOKEN_PATH}", s.issuer),
-        "jwks_uri": format!("{}{JWKS_PATH}", s.issuer),
+    let i = &s.issuer;
+    let mut doc = json!({
+        "issuer": i,
+        "authorization_endpoint": format!("{i}{AUTHORIZE_PATH}"),
+        "token_endpoint": format!("{i}{TOKEN_PATH}"),
+        "jwks_uri": format!("{i}{JWKS_PATH}"),
+        "revocation_endpoint": format!("{i}{REVOKE_PATH}"),
+        "introspection_endpoint": format!("{i}{INTROSPECT_PATH}"),
         "scopes_supported": s.all_scopes().iter().map(|x| x.as_str()).collect::<Vec<_>>(),
-        // No authorization endpoint yet: no response types, no PKCE
-        // methods, nothing about authorization responses.
-        "response_types_supported": [],
-        "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-    })
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": AUTH_METHODS,
+        "token_endpoint_auth_signing_alg_values_supported": SIGNING_ALGS,
+        "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "client_id_metadata_document_supported": true,
+        "authorization_response_iss_parameter_supported": true,
+        // OpenID Connect discovery requires these two; no ID tokens are
+        // issued (this is an OAuth server), `sub` is the username.
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["ES256"],
+    });
+    if s.settings.dynamic_client_registration {
+        doc["registration_endpoint"] = format!("{i}{REGISTER_PATH}").into();
+    }
+    doc
 }
+
+const AUTH_METHODS: [&str; 4] = [
+    "none",
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+];
+const SIGNING_ALGS: [&str; 4] = ["ES256", "EdDSA", "RS256", "PS256"];
 
 fn public_json(v: Value) -> Response {
     let mut r = axum::Json(v).into_response();

@@ -215,6 +215,24 @@ pub struct AuthorizationServer {
     pub master_key_file: PathBuf,
     /// Seconds a rotated client secret keeps working.
     pub secret_rotation_grace_secs: u64,
+    /// Lifetime of a refresh token (each rotation starts a new one; a
+    /// grant lives as long as it keeps being refreshed).
+    pub refresh_token_ttl_secs: u64,
+    /// How long a login on the authorization pages lasts.
+    pub login_session_ttl_secs: u64,
+    /// Whether RFC 7591 Dynamic Client Registration is offered.
+    pub dynamic_client_registration: bool,
+    /// Registrations per source address per hour.
+    pub registrations_per_hour: u32,
+    /// A dynamically registered client never used is deleted after this.
+    pub unused_registration_ttl_secs: u64,
+    /// Failed logins after which an account is locked, and for how long.
+    pub lock_after_failed_logins: u32,
+    pub lock_secs: u64,
+    /// DANGER: lets client metadata documents be fetched from loopback,
+    /// private and other special-use addresses, and over plain http. For
+    /// tests only: it opens the server to SSRF.
+    pub danger_cimd_allow_private_addresses: bool,
 }
 
 impl Default for AuthorizationServer {
@@ -225,6 +243,14 @@ impl Default for AuthorizationServer {
             key_rotation_days: 30,
             master_key_file: PathBuf::from("mcpgate-master.key"),
             secret_rotation_grace_secs: 3600,
+            refresh_token_ttl_secs: 30 * 86400,
+            login_session_ttl_secs: 8 * 3600,
+            dynamic_client_registration: true,
+            registrations_per_hour: 20,
+            unused_registration_ttl_secs: 86400,
+            lock_after_failed_logins: 5,
+            lock_secs: 300,
+            danger_cimd_allow_private_addresses: false,
         }
     }
 }
@@ -543,6 +569,23 @@ impl Config {
             }
             if a.key_rotation_days == 0 {
                 return Err("authorization_server.key_rotation_days must be at least 1".into());
+            }
+            if !(300..=365 * 86_400).contains(&a.refresh_token_ttl_secs) {
+                return Err(format!(
+                    "authorization_server.refresh_token_ttl_secs must be between 300 and 31536000, not {}",
+                    a.refresh_token_ttl_secs
+                ));
+            }
+            if !(60..=30 * 86_400).contains(&a.login_session_ttl_secs) {
+                return Err(format!(
+                    "authorization_server.login_session_ttl_secs must be between 60 and 2592000, not {}",
+                    a.login_session_ttl_secs
+                ));
+            }
+            if a.lock_after_failed_logins == 0 {
+                return Err(
+                    "authorization_server.lock_after_failed_logins must be at least 1".into(),
+                );
             }
             if self
                 .trusted_issuers

@@ -46,6 +46,7 @@ pub(super) async fn client(cmd: ClientCommand) -> anyhow::Result<()> {
             confidential,
             grants,
             auth_method,
+            jwks,
             scope,
         } => {
             let cfg = load(&common.config)?;
@@ -71,19 +72,8 @@ pub(super) async fn client(cmd: ClientCommand) -> anyhow::Result<()> {
                 );
             }
             for u in &redirect_uris {
-                let ok = url::Url::parse(u).is_ok_and(|p| {
-                    p.fragment().is_none()
-                        && (p.scheme() == "https"
-                            || (p.scheme() == "http"
-                                && matches!(
-                                    p.host_str(),
-                                    Some("localhost" | "127.0.0.1" | "[::1]")
-                                )))
-                });
-                if !ok {
-                    bail!(
-                        "--redirect-uri {u:?}: must be https, or http on a loopback host, without a fragment"
-                    );
+                if let Err(why) = mcpgate_authserver::redirect::check_registrable(u) {
+                    bail!("--redirect-uri {u:?}: {why}");
                 }
             }
             if let Some(sc) = &scope {
@@ -97,8 +87,33 @@ pub(super) async fn client(cmd: ClientCommand) -> anyhow::Result<()> {
                 scope,
             };
             let mut new = mcpgate_authserver::clients::build(&spec, now)?;
-            if confidential {
-                new.record.token_endpoint_auth_method = auth_method;
+            match (auth_method.as_str(), jwks) {
+                ("private_key_jwt", Some(path)) => {
+                    if !confidential {
+                        bail!("--auth-method private_key_jwt needs --confidential");
+                    }
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("--jwks {}", path.display()))?;
+                    let parsed = mcpgate_crypto::jwt::Jwks::parse(text.as_bytes())
+                        .with_context(|| format!("--jwks {}: not a JWK Set", path.display()))?;
+                    if parsed.is_empty() {
+                        bail!(
+                            "--jwks {}: no usable public key (ES256, EdDSA, RS256 or PS256)",
+                            path.display()
+                        );
+                    }
+                    new.record.token_endpoint_auth_method = auth_method;
+                    new.record.jwks = Some(text);
+                    // The key replaces the secret.
+                    new.record.secret_hash = None;
+                    new.secret = None;
+                }
+                ("private_key_jwt", None) => {
+                    bail!("--auth-method private_key_jwt needs --jwks FILE")
+                }
+                (_, Some(_)) => bail!("--jwks is only for --auth-method private_key_jwt"),
+                _ if confidential => new.record.token_endpoint_auth_method = auth_method,
+                _ => {}
             }
             let store = open_store(&cfg).await?;
             store.insert_client(&new.record).await?;
@@ -266,6 +281,71 @@ pub(super) async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
                 );
             } else {
                 println!("another process rotated at the same moment; current key: {current}");
+            }
+            Ok(())
+        }
+    }
+}
+
+pub(super) async fn grants(cmd: GrantsCommand) -> anyhow::Result<()> {
+    let tenant = mcpgate_store::DEFAULT_TENANT;
+    match cmd {
+        GrantsCommand::List { common, user } => {
+            let cfg = load(&common.config)?;
+            require_authorization_server(&cfg, &common.config)?;
+            let store = open_store(&cfg).await?;
+            let list = store.list_consents(tenant, user.as_deref()).await?;
+            if common.json {
+                let v: Vec<_> = list
+                    .iter()
+                    .map(|c| {
+                        json!({"user": c.subject, "client_id": c.client_id, "resource": c.resource,
+                               "scope": c.scope, "created_at": c.created_at})
+                    })
+                    .collect();
+                println!("{}", json!(v));
+            } else if list.is_empty() {
+                println!("no consents");
+            } else {
+                for c in &list {
+                    println!(
+                        "{}  {}  {}  scope={:?}  created_at={}",
+                        c.subject, c.client_id, c.resource, c.scope, c.created_at
+                    );
+                }
+            }
+            Ok(())
+        }
+        GrantsCommand::Revoke {
+            common,
+            user,
+            client_id,
+            resource,
+        } => {
+            let cfg = load(&common.config)?;
+            require_authorization_server(&cfg, &common.config)?;
+            let store = open_store(&cfg).await?;
+            let now = mcpgate_gateway::authn::now() as i64;
+            let consents = store
+                .delete_consents(tenant, &user, &client_id, resource.as_deref())
+                .await?;
+            let grants = store
+                .revoke_grants_of(tenant, &user, &client_id, resource.as_deref(), now)
+                .await?;
+            if consents == 0 && grants == 0 {
+                bail!(
+                    "{user} has no consent or grant for client {client_id}; see `mcpgate grants list`"
+                );
+            }
+            if common.json {
+                println!(
+                    "{}",
+                    json!({"ok": true, "consents_removed": consents, "grants_revoked": grants})
+                );
+            } else {
+                println!(
+                    "removed {consents} consent(s) and revoked {grants} grant(s) of {user} to {client_id}"
+                );
             }
             Ok(())
         }

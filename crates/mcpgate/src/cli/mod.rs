@@ -71,6 +71,37 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Consents users gave to clients, and revoking them.
+    Grants {
+        #[command(subcommand)]
+        command: GrantsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GrantsCommand {
+    /// Consents given (user, client, resource, scopes).
+    List {
+        #[command(flatten)]
+        common: Common,
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Withdraw a user's consent to a client and revoke every token the
+    /// client holds for the user (refresh tokens at once; access tokens at
+    /// the gateway within seconds).
+    Revoke {
+        #[command(flatten)]
+        common: Common,
+        /// The username.
+        user: String,
+        /// The client id.
+        client_id: String,
+        /// Only for this resource (default: all).
+        #[arg(long)]
+        resource: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,9 +163,14 @@ enum ClientCommand {
         /// Grant type the client may use (repeatable), e.g. client_credentials.
         #[arg(long = "grant", value_name = "GRANT")]
         grants: Vec<String>,
-        /// How a confidential client authenticates.
-        #[arg(long, default_value = "client_secret_basic", value_parser = ["client_secret_basic", "client_secret_post"])]
+        /// How a confidential client authenticates. `private_key_jwt` needs
+        /// --jwks.
+        #[arg(long, default_value = "client_secret_basic", value_parser = ["client_secret_basic", "client_secret_post", "private_key_jwt"])]
         auth_method: String,
+        /// A file holding the client's public keys as a JWK Set (for
+        /// `--auth-method private_key_jwt`).
+        #[arg(long, value_name = "FILE")]
+        jwks: Option<PathBuf>,
         /// Scopes the client may be granted (default: any scope of the resource).
         #[arg(long)]
         scope: Option<String>,
@@ -252,6 +288,11 @@ pub async fn run(cli: Cli) -> ExitCode {
             | UserCommand::Enable { common, .. }
             | UserCommand::Passwd { common, .. } => common.json,
         },
+        Command::Grants { command } => match command {
+            GrantsCommand::List { common, .. } | GrantsCommand::Revoke { common, .. } => {
+                common.json
+            }
+        },
     };
     let result = match cli.command {
         Command::Serve { common, log_format } => serve(&common, log_format).await,
@@ -262,6 +303,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Client { command } => client(command).await,
         Command::Keys { command } => keys(command).await,
         Command::User { command } => user(command).await,
+        Command::Grants { command } => authserver::grants(command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -348,18 +390,19 @@ async fn serve(common: &Common, log_format: Option<LogFormat>) -> anyhow::Result
     let banner = banner(&cfg, &common.config);
     let authserver = if cfg.authorization_server.enabled {
         let ring = open_key_ring(&cfg, store.clone()).await?;
-        ring.spawn_maintenance();
-        Some(Arc::new(mcpgate_authserver::AuthServer::new(
+        let a = Arc::new(mcpgate_authserver::AuthServer::new(
             &cfg,
             ring,
             store.clone(),
-        )))
+        ));
+        a.spawn_maintenance();
+        Some(a)
     } else {
         None
     };
     let local = authserver
         .as_ref()
-        .map(|a| a.keys.clone() as Arc<dyn mcpgate_crypto::jwt::KeySource>);
+        .map(|a| a.local_issuer() as Arc<dyn mcpgate_crypto::jwt::KeySource>);
     let gw = mcpgate_gateway::Gateway::build_with_local_issuer(cfg, store, local)?;
     let service = gw.service(authserver.as_ref().map(|a| a.router()));
     let listener = tokio::net::TcpListener::bind(listen)

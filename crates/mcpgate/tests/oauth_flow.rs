@@ -1,0 +1,1191 @@
+//! The authorization code flow of the built-in authorization server,
+//! through the real binary on loopback: login and consent pages (driven
+//! over HTTP the way a browser submits them; the interop run does it with
+//! Chromium), PKCE, codes, refresh rotation and reuse detection,
+//! revocation and introspection, dynamic registration and
+//! `private_key_jwt`. Each attack checks the documented error and that
+//! nothing was issued.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcpgate");
+const PASSWORD: &str = "correct horse battery staple";
+const CALLBACK: &str = "http://127.0.0.1:3000/callback";
+
+fn b64(d: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d)
+}
+
+struct Gw {
+    dir: tempfile::TempDir,
+    base: String,
+    cfg: PathBuf,
+    child: Option<Child>,
+    http: reqwest::Client,
+}
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn echo_dir() -> PathBuf {
+    Path::new(BIN).parent().unwrap().to_owned()
+}
+
+impl Gw {
+    /// Writes a config (with `extra` appended to `[authorization_server]`),
+    /// creates user alice, starts `serve`.
+    async fn start(extra: &str) -> Gw {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let base = format!("http://127.0.0.1:{port}");
+        let cfg = dir.path().join("gw.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"listen = "127.0.0.1:{port}"
+public_url = "{base}"
+
+[storage]
+url = "sqlite://gw.db"
+
+[authorization_server]
+enabled = true
+{extra}
+
+[[routes]]
+path = "/mcp"
+upstream_command = ["mcpgate-echo-server"]
+scopes = ["mcp"]
+[routes.tool_scopes]
+write_note = ["notes:write"]
+"#
+            ),
+        )
+        .unwrap();
+        let mut gw = Gw {
+            dir,
+            base,
+            cfg,
+            child: None,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+        };
+        let out = Command::new(BIN)
+            .args(["user", "add", "alice", "--password-stdin", "--config"])
+            .arg(&gw.cfg)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write as _;
+                c.stdin.take().unwrap().write_all(PASSWORD.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert!(out.status.success());
+        let child = Command::new(BIN)
+            .args(["serve", "--log-format", "json", "--config"])
+            .arg(&gw.cfg)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    echo_dir().display(),
+                    std::env::var("PATH").unwrap()
+                ),
+            )
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(gw.dir.path().join("serve.log")).unwrap())
+            .spawn()
+            .unwrap();
+        gw.child = Some(child);
+        for _ in 0..200 {
+            if gw
+                .http
+                .get(format!("{}/healthz", gw.base))
+                .send()
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        gw
+    }
+
+    fn cli(&self, args: &[&str]) -> Value {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&self.cfg)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// A public client with the conformance suite's redirect URI.
+    fn public_client(&self) -> String {
+        let v = self.cli(&[
+            "client",
+            "add",
+            "--name",
+            "Test <b>app</b>",
+            "--redirect-uri",
+            CALLBACK,
+        ]);
+        v["client_id"].as_str().unwrap().to_owned()
+    }
+
+    fn resource(&self) -> String {
+        format!("{}/mcp", self.base)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    async fn token(&self, form: &[(&str, &str)]) -> (u16, Value, reqwest::header::HeaderMap) {
+        let r = self
+            .http
+            .post(format!("{}/oauth/token", self.base))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        (status, r.json().await.unwrap_or(Value::Null), headers)
+    }
+
+    async fn mcp(&self, token: &str) -> u16 {
+        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+        self.http
+            .post(format!("{}/mcp", self.base))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .body(init.to_string())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+/// A browser: keeps cookies, submits forms, does not follow redirects.
+#[derive(Clone)]
+struct Browser {
+    http: reqwest::Client,
+    jar: Arc<Mutex<HashMap<String, String>>>,
+}
+
+struct Page {
+    status: u16,
+    location: Option<String>,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Page {
+    fn field(&self, name: &str) -> Option<String> {
+        let needle = format!("name=\"{name}\" value=\"");
+        let start = self.body.find(&needle)? + needle.len();
+        let end = self.body[start..].find('"')? + start;
+        Some(self.body[start..end].replace("&amp;", "&"))
+    }
+
+    /// The query parameters of the redirect, each name with all its values.
+    fn redirect_params(&self) -> HashMap<String, Vec<String>> {
+        let loc = self.location.as_deref().expect("a redirect");
+        let u = url::Url::parse(loc).unwrap();
+        let mut m: HashMap<String, Vec<String>> = HashMap::new();
+        for (k, v) in u.query_pairs() {
+            m.entry(k.into_owned()).or_default().push(v.into_owned());
+        }
+        m
+    }
+}
+
+impl Browser {
+    fn new() -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            jar: Arc::default(),
+        }
+    }
+
+    async fn send(&self, rb: reqwest::RequestBuilder) -> Page {
+        let cookies: Vec<String> = self
+            .jar
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let rb = if cookies.is_empty() {
+            rb
+        } else {
+            rb.header("cookie", cookies.join("; "))
+        };
+        let r = rb.send().await.unwrap();
+        for c in r.headers().get_all("set-cookie") {
+            let c = c.to_str().unwrap();
+            let (kv, _) = c.split_once(';').unwrap_or((c, ""));
+            let (k, v) = kv.split_once('=').unwrap();
+            let mut jar = self.jar.lock().unwrap();
+            if v.is_empty() || c.contains("Max-Age=0") {
+                jar.remove(k);
+            } else {
+                jar.insert(k.to_owned(), v.to_owned());
+            }
+        }
+        Page {
+            status: r.status().as_u16(),
+            location: r
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_owned()),
+            headers: r.headers().clone(),
+            body: r.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&self, url: &str) -> Page {
+        self.send(self.http.get(url)).await
+    }
+
+    async fn post(&self, url: &str, form: &[(&str, &str)]) -> Page {
+        self.send(self.http.post(url).form(form)).await
+    }
+}
+
+/// Builds token-request fields from a code and its PKCE pair.
+type FormFor = Box<dyn Fn(&str, &Pkce) -> Vec<(String, String)>>;
+
+struct Pkce {
+    verifier: String,
+    challenge: String,
+}
+
+fn pkce() -> Pkce {
+    let mut v = [0u8; 32];
+    mcpgate_crypto::random_bytes(&mut v).unwrap();
+    let verifier = b64(&v);
+    let challenge = b64(&mcpgate_crypto::sha256(verifier.as_bytes()));
+    Pkce {
+        verifier,
+        challenge,
+    }
+}
+
+fn authorize_url(
+    gw: &Gw,
+    client_id: &str,
+    redirect: &str,
+    p: &Pkce,
+    extra: &[(&str, &str)],
+) -> String {
+    let mut u = url::Url::parse(&format!("{}/oauth/authorize", gw.base)).unwrap();
+    {
+        let mut q = u.query_pairs_mut();
+        q.append_pair("response_type", "code")
+            .append_pair("client_id", client_id)
+            .append_pair("redirect_uri", redirect)
+            .append_pair("state", "st4te")
+            .append_pair("code_challenge", &p.challenge)
+            .append_pair("code_challenge_method", "S256");
+        for (k, v) in extra {
+            q.append_pair(k, v);
+        }
+    }
+    u.to_string()
+}
+
+/// Logs in as alice and allows: returns the redirect page.
+async fn login_and_allow(gw: &Gw, b: &Browser, url: &str) -> Page {
+    let login = b.get(url).await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let page = b
+        .post(
+            &format!("{}/oauth/authorize", gw.base),
+            &[
+                ("action", "login"),
+                ("request", &login.field("request").unwrap()),
+                ("csrf", &login.field("csrf").unwrap()),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    if page.status == 303 {
+        return page;
+    }
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("value=\"allow\""), "{}", page.body);
+    b.post(
+        &format!("{}/oauth/authorize", gw.base),
+        &[
+            ("action", "allow"),
+            ("request", &page.field("request").unwrap()),
+            ("csrf", &page.field("csrf").unwrap()),
+        ],
+    )
+    .await
+}
+
+/// A full flow for a public client: returns the token response.
+async fn code_flow(gw: &Gw, client_id: &str) -> Value {
+    let p = pkce();
+    let b = Browser::new();
+    let back = login_and_allow(gw, &b, &authorize_url(gw, client_id, CALLBACK, &p, &[])).await;
+    assert_eq!(back.status, 303);
+    let q = back.redirect_params();
+    let code = q["code"][0].clone();
+    let (status, t, _) = gw
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", CALLBACK),
+            ("code_verifier", &p.verifier),
+            ("client_id", client_id),
+        ])
+        .await;
+    assert_eq!(status, 200, "{t}");
+    t
+}
+
+fn claims(jwt: &str) -> Value {
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(jwt.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn oauth21_4_1_code_flow_login_consent_token_refresh_revoke() {
+    let gw = Gw::start("").await;
+    let client = gw.public_client();
+    let p = pkce();
+    let b = Browser::new();
+    let url = authorize_url(&gw, &client, CALLBACK, &p, &[]);
+
+    // The login page: hardened, escaping the client's name.
+    let login = b.get(&url).await;
+    assert_eq!(login.status, 200);
+    let csp = login.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(login.headers["x-frame-options"], "DENY");
+    assert!(login.body.contains("Test &lt;b&gt;app&lt;/b&gt;"));
+    assert!(!login.body.contains("<b>app</b>"));
+    let set_cookie = login.headers["set-cookie"].to_str().unwrap();
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"));
+
+    // A wrong password: the login page again, nothing issued.
+    let bad = b
+        .post(
+            &format!("{}/oauth/authorize", gw.base),
+            &[
+                ("action", "login"),
+                ("request", &login.field("request").unwrap()),
+                ("csrf", &login.field("csrf").unwrap()),
+                ("username", "alice"),
+                ("password", "wrong"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, 401);
+    assert!(bad.location.is_none());
+    assert!(bad.body.contains("Sign-in failed"));
+
+    let back = login_and_allow(&gw, &b, &url).await;
+    assert_eq!(back.status, 303);
+    let q = back.redirect_params();
+    assert!(back.location.as_deref().unwrap().starts_with(CALLBACK));
+    assert_eq!(q["state"], vec!["st4te"]);
+    assert_eq!(q["iss"], vec![gw.base.clone()]);
+    let code = q["code"][0].clone();
+
+    let (status, t, headers) = gw
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", CALLBACK),
+            ("code_verifier", &p.verifier),
+            ("client_id", &client),
+        ])
+        .await;
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(headers["pragma"], "no-cache");
+    assert_eq!(t["token_type"], "Bearer");
+    assert_eq!(t["scope"], "mcp");
+    let at = t["access_token"].as_str().unwrap().to_owned();
+    let rt = t["refresh_token"].as_str().unwrap().to_owned();
+    let c = claims(&at);
+    assert_eq!(c["sub"], "alice");
+    assert_eq!(c["aud"], gw.resource());
+    assert_eq!(c["client_id"], client.as_str());
+    assert_eq!(c["iss"], gw.base.as_str());
+    assert_eq!(gw.mcp(&at).await, 200);
+
+    // Consent is remembered: a second authorization redirects at once.
+    let p2 = pkce();
+    let again = b
+        .get(&authorize_url(&gw, &client, CALLBACK, &p2, &[]))
+        .await;
+    assert_eq!(again.status, 303, "{}", again.body);
+    assert!(again.redirect_params().contains_key("code"));
+
+    // Refresh rotates.
+    let (status, t2, _) = gw
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt),
+            ("client_id", &client),
+        ])
+        .await;
+    assert_eq!(status, 200, "{t2}");
+    let rt2 = t2["refresh_token"].as_str().unwrap().to_owned();
+    let at2 = t2["access_token"].as_str().unwrap().to_owned();
+    assert_ne!(rt, rt2);
+    assert_eq!(gw.mcp(&at2).await, 200);
+
+    // Revoking the refresh token (RFC 7009) revokes the grant: the access
+    // tokens of it are refused by the gateway, the refresh token is dead.
+    let r = gw
+        .http
+        .post(format!("{}/oauth/revoke", gw.base))
+        .form(&[("token", rt2.as_str()), ("client_id", client.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(gw.mcp(&at2).await, 401);
+    assert_eq!(gw.mcp(&at).await, 401);
+    let (status, e, _) = gw
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt2),
+            ("client_id", &client),
+        ])
+        .await;
+    assert_eq!((status, e["error"].as_str()), (400, Some("invalid_grant")));
+
+    // `grants list` shows the consent; `grants revoke` withdraws it, so
+    // the next authorization asks again.
+    let list = gw.cli(&["grants", "list"]);
+    assert_eq!(list[0]["user"], "alice");
+    assert_eq!(list[0]["client_id"], client.as_str());
+    gw.cli(&["grants", "revoke", "alice", &client]);
+    let p3 = pkce();
+    let b2 = Browser::new();
+    let back = login_and_allow(&gw, &b2, &authorize_url(&gw, &client, CALLBACK, &p3, &[])).await;
+    assert_eq!(back.status, 303);
+    assert!(!gw.log().contains(&rt), "a refresh token reached the log");
+}
+
+#[tokio::test]
+async fn rfc9207_iss_and_state_on_error_redirects_and_denial() {
+    let gw = Gw::start("").await;
+    let client = gw.public_client();
+    let b = Browser::new();
+    let p = pkce();
+    let base = authorize_url(&gw, &client, CALLBACK, &p, &[]);
+    // Missing PKCE, plain PKCE, wrong response_type, unknown resource,
+    // impossible scope: redirected with error, state and iss, no code.
+    let no_pkce = base
+        .replace(&format!("&code_challenge={}", p.challenge), "")
+        .replace("&code_challenge_method=S256", "");
+    for (url, error) in [
+        (no_pkce, "invalid_request"),
+        (
+            base.replace("code_challenge_method=S256", "code_challenge_method=plain"),
+            "invalid_request",
+        ),
+        (
+            base.replace("response_type=code", "response_type=token"),
+            "unsupported_response_type",
+        ),
+        (
+            format!("{base}&resource=https%3A%2F%2Fevil.example%2Fmcp"),
+            "invalid_target",
+        ),
+        (
+            format!(
+                "{base}&resource={}",
+                urlencode(&format!("{}/mcp/", gw.base))
+            ),
+            "invalid_target",
+        ),
+        (format!("{base}&scope=admin"), "invalid_scope"),
+    ] {
+        let page = b.get(&url).await;
+        assert_eq!(page.status, 303, "{url}: {}", page.body);
+        let q = page.redirect_params();
+        assert_eq!(q["error"], vec![error], "{url}");
+        assert_eq!(q["state"], vec!["st4te"]);
+        assert_eq!(q["iss"], vec![gw.base.clone()]);
+        assert!(!q.contains_key("code"));
+    }
+    // Denial: access_denied with state and iss.
+    let login = b.get(&base).await;
+    let consent = b
+        .post(
+            &format!("{}/oauth/authorize", gw.base),
+            &[
+                ("action", "login"),
+                ("request", &login.field("request").unwrap()),
+                ("csrf", &login.field("csrf").unwrap()),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert!(
+        consent.body.contains("localhost"),
+        "localhost warning shown"
+    );
+    let denied = b
+        .post(
+            &format!("{}/oauth/authorize", gw.base),
+            &[
+                ("action", "deny"),
+                ("request", &consent.field("request").unwrap()),
+                ("csrf", &consent.field("csrf").unwrap()),
+            ],
+        )
+        .await;
+    let q = denied.redirect_params();
+    assert_eq!(q["error"], vec!["access_denied"]);
+    assert_eq!(q["state"], vec!["st4te"]);
+    assert_eq!(q["iss"], vec![gw.base.clone()]);
+    assert!(gw.cli(&["grants", "list"]).as_array().unwrap().is_empty());
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn rfc9700_4_1_unregistered_redirect_uris_get_a_page_never_a_redirect() {
+    let gw = Gw::start("").await;
+    let client = gw.public_client();
+    let b = Browser::new();
+    let p = pkce();
+    for bad in [
+        "http://127.0.0.1:3000/callback/",
+        "http://127.0.0.1:3000/Callback",
+        "http://127.0.0.1:3000/callback?x=1",
+        "http://127.0.0.1:3000/./callback",
+        "http://127.0.0.1:3000/%63allback",
+        "http://localhost:3000/callback",
+        "http://127.0.0.1:3000@evil.example/callback",
+        "https://evil.example/callback",
+        "http://127.0.0.1:3000/callback#x",
+    ] {
+        let page = b.get(&authorize_url(&gw, &client, bad, &p, &[])).await;
+        assert_eq!(page.status, 400, "{bad}");
+        assert!(page.location.is_none(), "{bad}");
+        assert!(page.body.contains("not registered"), "{bad}");
+    }
+    // Unknown client: a page too.
+    let page = b
+        .get(&authorize_url(&gw, "mcpc_nope", CALLBACK, &p, &[]))
+        .await;
+    assert_eq!(page.status, 400);
+    assert!(page.location.is_none());
+    // RFC 8252 §7.3: another port on the loopback redirect is fine.
+    let page = b
+        .get(&authorize_url(
+            &gw,
+            &client,
+            "http://127.0.0.1:51111/callback",
+            &p,
+            &[],
+        ))
+        .await;
+    assert_eq!(page.status, 200);
+}
+
+#[tokio::test]
+async fn csrf_consent_and_login_forms_refuse_forged_posts() {
+    let gw = Gw::start("").await;
+    let client = gw.public_client();
+    let b = Browser::new();
+    let p = pkce();
+    let url = authorize_url(&gw, &client, CALLBACK, &p, &[]);
+    let login = b.get(&url).await;
+    let request = login.field("request").unwrap();
+    let csrf = login.field("csrf").unwrap();
+    // A login post from another browser (no login cookie): refused.
+    let attacker = Browser::new();
+    let r = attacker
+        .post(
+            &format!("{}/oauth/authorize", gw.base),
+            &[
+                ("action", "login"),
+                ("request", &request),
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    // A tampered pending request: refused.
+    let r = b
+        .post(
+            &format!("{}/oauth/authorize", gw.base),
+            &[
+                ("action", "login"),
+                ("request", &request.replacen('e', "f", 1)),
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert!(r.status == 400 || r.status == 403, "{}", r.status);
+    // Logged in, but the consent post carries the login CSRF token: refused.
+    let consent = b
+        .post(
+            &format!("{}/oauth/authorize", gw.base),
+            &[
+                ("action", "login"),
+                ("request", &request),
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(consent.status, 200);
+    let r = b
+        .post(
+            &format!("{}/oauth/authorize", gw.base),
+            &[("action", "allow"), ("request", &request), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert!(r.location.is_none());
+    // A consent token bound to another pending request: refused.
+    let other = pkce();
+    let other_page = b
+        .get(&authorize_url(&gw, &client, CALLBACK, &other, &[]))
+        .await;
+    let r = b
+        .post(
+            &format!("{}/oauth/authorize", gw.base),
+            &[
+                ("action", "allow"),
+                ("request", &other_page.field("request").unwrap()),
+                ("csrf", &consent.field("csrf").unwrap()),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert!(gw.cli(&["grants", "list"]).as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn rfc7636_pkce_and_code_binding_failures_are_invalid_grant() {
+    let gw = Gw::start("").await;
+    let client = gw.public_client();
+    let other = gw.public_client();
+    let b = Browser::new();
+    let mut next_code = {
+        let p = pkce();
+        let back = login_and_allow(&gw, &b, &authorize_url(&gw, &client, CALLBACK, &p, &[])).await;
+        (back.redirect_params()["code"][0].clone(), p)
+    };
+    let fresh = |b: Browser| {
+        let gw = &gw;
+        let client = client.clone();
+        async move {
+            let p = pkce();
+            let back = b.get(&authorize_url(gw, &client, CALLBACK, &p, &[])).await;
+            (back.redirect_params()["code"][0].clone(), p)
+        }
+    };
+    let cases: Vec<(&str, FormFor)> = vec![
+        (
+            "wrong verifier",
+            Box::new(|code, _| {
+                vec![
+                    ("code".into(), code.into()),
+                    ("code_verifier".into(), "a".repeat(43)),
+                ]
+            }),
+        ),
+        (
+            "missing verifier",
+            Box::new(|code, _| vec![("code".into(), code.into())]),
+        ),
+        (
+            "wrong redirect",
+            Box::new(|code, p| {
+                vec![
+                    ("code".into(), code.into()),
+                    ("code_verifier".into(), p.verifier.clone()),
+                    (
+                        "redirect_uri".into(),
+                        "http://127.0.0.1:3001/callback".into(),
+                    ),
+                ]
+            }),
+        ),
+    ];
+    for (name, build) in cases {
+        let (code, p) = std::mem::replace(&mut next_code, fresh(b.clone()).await);
+        let mut form: Vec<(String, String)> = vec![
+            ("grant_type".into(), "authorization_code".into()),
+            ("client_id".into(), client.clone()),
+        ];
+        let has_redirect = build(&code, &p).iter().any(|(k, _)| k == "redirect_uri");
+        form.extend(build(&code, &p));
+        if !has_redirect {
+            form.push(("redirect_uri".into(), CALLBACK.into()));
+        }
+        let f: Vec<(&str, &str)> = form.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let (status, e, _) = gw.token(&f).await;
+        assert_eq!(
+            (status, e["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{name}: {e}"
+        );
+        assert!(e.get("access_token").is_none());
+    }
+    // Another client presenting the code: invalid_grant.
+    let (code, p) = next_code;
+    let (status, e, _) = gw
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", CALLBACK),
+            ("code_verifier", &p.verifier),
+            ("client_id", &other),
+        ])
+        .await;
+    assert_eq!((status, e["error"].as_str()), (400, Some("invalid_grant")));
+    // And the code is spent: the rightful client cannot use it after.
+    let (status, _, _) = gw
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", CALLBACK),
+            ("code_verifier", &p.verifier),
+            ("client_id", &client),
+        ])
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn oauth21_4_1_3_concurrent_code_redemption_one_winner_and_replay_revokes() {
+    let gw = Arc::new(Gw::start("").await);
+    let client = gw.public_client();
+    let p = pkce();
+    let b = Browser::new();
+    let back = login_and_allow(&gw, &b, &authorize_url(&gw, &client, CALLBACK, &p, &[])).await;
+    let code = back.redirect_params()["code"][0].clone();
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (gw, code, v, client) = (gw.clone(), code.clone(), p.verifier.clone(), client.clone());
+        tasks.push(tokio::spawn(async move {
+            gw.token(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", CALLBACK),
+                ("code_verifier", &v),
+                ("client_id", &client),
+            ])
+            .await
+        }));
+    }
+    let mut ok = Vec::new();
+    for t in tasks {
+        let (status, body, _) = t.await.unwrap();
+        if status == 200 {
+            ok.push(body);
+        } else {
+            assert_eq!(body["error"], "invalid_grant");
+        }
+    }
+    assert_eq!(ok.len(), 1, "exactly one redemption succeeds");
+    // The replays revoked what the winner got.
+    let at = ok[0]["access_token"].as_str().unwrap();
+    let rt = ok[0]["refresh_token"].as_str().unwrap();
+    assert_eq!(gw.mcp(at).await, 401);
+    let (status, _, _) = gw
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt),
+            ("client_id", &client),
+        ])
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn oauth21_4_3_1_refresh_reuse_revokes_the_family_also_in_a_race() {
+    let gw = Arc::new(Gw::start("").await);
+    let client = gw.public_client();
+    // Sequential reuse.
+    let t = code_flow(&gw, &client).await;
+    let rt1 = t["refresh_token"].as_str().unwrap().to_owned();
+    let (s, t2, _) = gw
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt1),
+            ("client_id", &client),
+        ])
+        .await;
+    assert_eq!(s, 200);
+    let rt2 = t2["refresh_token"].as_str().unwrap().to_owned();
+    let at2 = t2["access_token"].as_str().unwrap().to_owned();
+    // Another client presenting it changes nothing.
+    let other = gw.public_client();
+    let (s, _, _) = gw
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt2),
+            ("client_id", &other),
+        ])
+        .await;
+    assert_eq!(s, 400);
+    // The rotated token again: reuse, the family is revoked.
+    let (s, e, _) = gw
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt1),
+            ("client_id", &client),
+        ])
+        .await;
+    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_grant")));
+    let (s, _, _) = gw
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt2),
+            ("client_id", &client),
+        ])
+        .await;
+    assert_eq!(s, 400, "the successor died with the family");
+    assert_eq!(gw.mcp(&at2).await, 401);
+
+    // Twenty concurrent refreshes of one token: at most one success, and
+    // the family ends revoked.
+    let t = code_flow(&gw, &client).await;
+    let rt = t["refresh_token"].as_str().unwrap().to_owned();
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (gw, rt, client) = (gw.clone(), rt.clone(), client.clone());
+        tasks.push(tokio::spawn(async move {
+            gw.token(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &rt),
+                ("client_id", &client),
+            ])
+            .await
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        let (s, body, _) = t.await.unwrap();
+        if s == 200 {
+            winners.push(body);
+        }
+    }
+    assert_eq!(winners.len(), 1);
+    let new_rt = winners[0]["refresh_token"].as_str().unwrap();
+    let (s, _, _) = gw
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", new_rt),
+            ("client_id", &client),
+        ])
+        .await;
+    assert_eq!(s, 400, "the race revoked the family");
+    assert_eq!(
+        gw.mcp(winners[0]["access_token"].as_str().unwrap()).await,
+        401
+    );
+}
+
+#[tokio::test]
+async fn rfc7591_registration_confidential_client_flow_and_introspection() {
+    let gw = Gw::start("registrations_per_hour = 3").await;
+    let reg = |body: Value| {
+        let gw = &gw;
+        async move {
+            let r = gw
+                .http
+                .post(format!("{}/oauth/register", gw.base))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, e) = reg(json!({"redirect_uris": ["javascript:alert(1)"]})).await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("invalid_redirect_uri"))
+    );
+    // ChatGPT-style confidential registration.
+    let (s, c) = reg(json!({
+        "client_name": "Confidential", "redirect_uris": [CALLBACK],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "token_endpoint_auth_method": "client_secret_post"
+    }))
+    .await;
+    assert_eq!(s, 201, "{c}");
+    let id = c["client_id"].as_str().unwrap().to_owned();
+    let secret = c["client_secret"].as_str().unwrap().to_owned();
+    // Public registration.
+    let (s, pc) = reg(json!({"redirect_uris": [CALLBACK], "token_endpoint_auth_method": "none", "application_type": "native"})).await;
+    assert_eq!(s, 201);
+    assert!(pc.get("client_secret").is_none());
+    // The rate limit (3 per hour here; the refused one above did not count).
+    let (s, _) =
+        reg(json!({"redirect_uris": [CALLBACK], "token_endpoint_auth_method": "none"})).await;
+    assert_eq!(s, 201);
+    let (s, _) =
+        reg(json!({"redirect_uris": [CALLBACK], "token_endpoint_auth_method": "none"})).await;
+    assert_eq!(s, 429);
+
+    let p = pkce();
+    let b = Browser::new();
+    let back = login_and_allow(&gw, &b, &authorize_url(&gw, &id, CALLBACK, &p, &[])).await;
+    let code = back.redirect_params()["code"][0].clone();
+    // Without its secret the confidential client gets invalid_client.
+    let (s, e, _) = gw
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", CALLBACK),
+            ("code_verifier", &p.verifier),
+            ("client_id", &id),
+        ])
+        .await;
+    assert_eq!((s, e["error"].as_str()), (401, Some("invalid_client")));
+    // The code was not spent by an unauthenticated attempt.
+    let (s, t, _) = gw
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", CALLBACK),
+            ("code_verifier", &p.verifier),
+            ("client_id", &id),
+            ("client_secret", &secret),
+        ])
+        .await;
+    assert_eq!(s, 200, "{t}");
+    let at = t["access_token"].as_str().unwrap();
+    let rt = t["refresh_token"].as_str().unwrap();
+
+    // Introspection: the owner sees it active; a public client may not
+    // introspect; another client's token is inactive to it.
+    let intro = |form: Vec<(&'static str, String)>| {
+        let gw = &gw;
+        async move {
+            let r = gw
+                .http
+                .post(format!("{}/oauth/introspect", gw.base))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, v) = intro(vec![
+        ("token", at.into()),
+        ("client_id", id.clone()),
+        ("client_secret", secret.clone()),
+    ])
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["active"], true);
+    assert_eq!(v["sub"], "alice");
+    assert_eq!(v["aud"], json!([gw.resource()]));
+    let (s, _) = intro(vec![
+        ("token", at.into()),
+        ("client_id", pc["client_id"].as_str().unwrap().into()),
+    ])
+    .await;
+    assert_eq!(s, 401);
+    // A refresh token is active while current, inactive once rotated.
+    let owner = |token: &str| {
+        vec![
+            ("token", token.to_owned()),
+            ("client_id", id.clone()),
+            ("client_secret", secret.clone()),
+        ]
+    };
+    let (_, v) = intro(owner(rt)).await;
+    assert_eq!(v["active"], true, "{v}");
+    assert_eq!(v["token_type"], "refresh_token");
+    let (s, _, _) = gw
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt),
+            ("client_id", &id),
+            ("client_secret", &secret),
+        ])
+        .await;
+    assert_eq!(s, 200);
+    let (_, v) = intro(owner(rt)).await;
+    assert_eq!(v, json!({"active": false}));
+    let cc = gw.cli(&[
+        "client",
+        "add",
+        "--name",
+        "agent",
+        "--confidential",
+        "--grant",
+        "client_credentials",
+        "--auth-method",
+        "client_secret_post",
+    ]);
+    let (s, v) = intro(vec![
+        ("token", at.into()),
+        ("client_id", cc["client_id"].as_str().unwrap().into()),
+        (
+            "client_secret",
+            cc["client_secret"].as_str().unwrap().into(),
+        ),
+    ])
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v, json!({"active": false}));
+    // After the owner revokes it, the access token is inactive and refused.
+    let r = gw
+        .http
+        .post(format!("{}/oauth/revoke", gw.base))
+        .form(&[
+            ("token", at),
+            ("client_id", &id),
+            ("client_secret", &secret),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, v) = intro(vec![
+        ("token", at.into()),
+        ("client_id", id.clone()),
+        ("client_secret", secret.clone()),
+    ])
+    .await;
+    assert_eq!(v["active"], false);
+    assert_eq!(gw.mcp(at).await, 401);
+}
+
+#[tokio::test]
+async fn rfc7523_private_key_jwt_client_credentials_and_replay() {
+    use mcpgate_test_support::{TestKey, jwks};
+    let gw = Gw::start("").await;
+    let key = TestKey::es256("agent-key-1");
+    let jwks_file = gw.dir.path().join("agent.jwks");
+    std::fs::write(&jwks_file, jwks(&[&key]).to_string()).unwrap();
+    let c = gw.cli(&[
+        "client",
+        "add",
+        "--name",
+        "jwt agent",
+        "--confidential",
+        "--grant",
+        "client_credentials",
+        "--auth-method",
+        "private_key_jwt",
+        "--jwks",
+        jwks_file.to_str().unwrap(),
+    ]);
+    assert!(c.get("client_secret").is_none());
+    let id = c["client_id"].as_str().unwrap().to_owned();
+    let now = mcpgate_test_support::now();
+    let assertion = |aud: &str, jti: &str, exp: u64| {
+        key.sign(&json!({"iss": id, "sub": id, "aud": aud, "jti": jti, "iat": now, "exp": exp}))
+    };
+    let token_ep = format!("{}/oauth/token", gw.base);
+    let ask = |a: String| {
+        let gw = &gw;
+        async move {
+            gw.token(&[
+                ("grant_type", "client_credentials"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &a),
+            ])
+            .await
+        }
+    };
+    let a1 = assertion(&token_ep, "j1", now + 60);
+    let (s, t, _) = ask(a1.clone()).await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(
+        claims(t["access_token"].as_str().unwrap())["sub"],
+        id.as_str()
+    );
+    // Replay of the same assertion: refused.
+    let (s, e, _) = ask(a1).await;
+    assert_eq!((s, e["error"].as_str()), (401, Some("invalid_client")));
+    // The issuer as audience is accepted too.
+    let (s, _, _) = ask(assertion(&gw.base, "j2", now + 60)).await;
+    assert_eq!(s, 200);
+    // Another audience, an expired one, one valid for hours: refused.
+    for a in [
+        assertion("https://evil.example/token", "j3", now + 60),
+        assertion(&token_ep, "j4", now - 300),
+        assertion(&token_ep, "j5", now + 7200),
+    ] {
+        let (s, e, _) = ask(a).await;
+        assert_eq!((s, e["error"].as_str()), (401, Some("invalid_client")));
+    }
+    // Signed by another key: refused.
+    let other = TestKey::es256("agent-key-1");
+    let forged = other.sign(
+        &json!({"iss": id, "sub": id, "aud": token_ep, "jti": "j6", "iat": now, "exp": now + 60}),
+    );
+    let (s, _, _) = ask(forged).await;
+    assert_eq!(s, 401);
+}
