@@ -18,7 +18,12 @@
 #    stream through, write_note is hidden and refused without its scope and
 #    works with it, each stdio child is told its principal, and the
 #    conformance server suite gives the same verdicts on /open as on
-#    server-everything directly.
+#    server-everything directly;
+# 4. starts a second `mcpgate serve` with the built-in authorization server
+#    enabled, a route /echo-oauth and a local user, and runs the conformance
+#    suite's authorization-server scenarios and the TypeScript and Python SDK
+#    OAuth clients (registration, login and consent in headless Chromium,
+#    call, refresh, revocation) against it; needs /usr/bin/chromium.
 #
 # Step 2 also runs the conformance comparison of server-everything against
 # itself, so that a flaky check shows up as such and not as a gateway bug.
@@ -39,7 +44,7 @@ for arg in "$@"; do
     --skip-build) skip_build=1 ;;
     --direct-only) direct_only=1 ;;
     --keep) keep=1 ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -351,6 +356,98 @@ conformance "conformance verdicts equal, direct vs /open" "$up_url" "$gw/open" d
 
 if ! kill -0 "$gw_pid" 2>/dev/null; then
   record FAIL "mcpgate still running at the end" "log $work/logs/mcpgate.log"
+fi
+
+# ------------------------------------------- 4. built-in authorization server
+# A second gateway, its own config, database and master key, with the
+# authorization server enabled: one route (/echo-oauth -> mcpgate-echo-server)
+# and one local user. A person's part (login, consent) is played by headless
+# Chromium (oauth/browser.mjs); client ID metadata documents are served from
+# loopback, hence danger_cimd_allow_private_addresses. A PNG of every page
+# the browser answered is kept in $work/oauth/pages-*. See interop/README.md.
+say "built-in authorization server: conformance suite and SDK OAuth clients"
+oauth_work="$work/oauth"
+mkdir -p "$oauth_work"
+as_port="$(free_port)"
+as="http://127.0.0.1:$as_port"
+as_config="$oauth_work/mcpgate.toml"
+cat >"$as_config" <<EOF
+listen = "127.0.0.1:$as_port"
+public_url = "$as"
+
+[storage]
+url = "sqlite://$oauth_work/mcpgate.db"
+
+[authorization_server]
+enabled = true
+master_key_file = "$oauth_work/master.key"
+danger_cimd_allow_private_addresses = true
+
+[[routes]]
+path = "/echo-oauth"
+upstream_command = ["$echo_server"]
+scopes = ["mcp"]
+EOF
+echo "config $as_config"
+
+oauth_user="interop-user"
+oauth_password="$(python3 -c 'import secrets; print(secrets.token_urlsafe(18))')"
+if printf '%s\n' "$oauth_password" |
+  "$mcpgate" user add "$oauth_user" --password-stdin --config "$as_config" >"$work/logs/oauth-user-add.log" 2>&1; then
+  record PASS "oauth: user add $oauth_user"
+else
+  record FAIL "oauth: user add $oauth_user" "$(head -c 300 "$work/logs/oauth-user-add.log" | tr '\n' ' ')"
+fi
+
+start mcpgate-oauth "$work/logs/mcpgate-oauth.log" env RUST_LOG="${RUST_LOG:-info}" "$mcpgate" serve --config "$as_config"
+as_pid="${pids[-1]}"
+if ! wait_for_port "$as_port" "$as_pid" 30; then
+  record FAIL "oauth: mcpgate serve start (authorization server enabled)" "log $work/logs/mcpgate-oauth.log"
+  tail -30 "$work/logs/mcpgate-oauth.log"
+  summary
+  exit 1
+fi
+record PASS "oauth: mcpgate serve start (authorization server enabled)"
+
+if [[ ! -x "${MCPGATE_CHROMIUM:-/usr/bin/chromium}" ]]; then
+  record FAIL "oauth: browser" "${MCPGATE_CHROMIUM:-/usr/bin/chromium} missing; apt-get install -y chromium"
+else
+  # with_user COMMAND...: the local user's credentials for browser.mjs.
+  with_user() { MCPGATE_TEST_USER="$oauth_user" MCPGATE_TEST_PASSWORD="$oauth_password" "$@"; }
+
+  # oauth_conformance NAME ARGS...: conformance-authorization.mjs; prints its per-check lines.
+  oauth_conformance() {
+    local name="$1" log start_t=$SECONDS; shift
+    log="$work/logs/$(printf %s "$name" | tr -c 'A-Za-z0-9._-' '_').log"
+    if with_user "$node" "$here/oauth/conformance-authorization.mjs" "$@" >"$log" 2>&1; then
+      record PASS "$name" "$((SECONDS - start_t))s"
+    else
+      record FAIL "$name" "$((SECONDS - start_t))s, log $log"
+      grep -E '^  - |browser step failed|^conformance-authorization: [^ ]+ ' "$log" | head -20 | sed 's/^/    | /'
+    fi
+    grep -E '^(PASS|FAIL|WARNING|SKIPPED|MISSING) ' "$log" | sed 's/^/    /'
+  }
+  # As the suite runs by default (no `resource`: the only route is the
+  # audience), and with an explicit resource.
+  oauth_conformance "oauth: conformance authorization, DCR client, no resource" "$as" \
+    --registration dcr --fail-on-warning \
+    --out "$oauth_work/conformance-dcr" --screenshots "$oauth_work/pages-conformance-dcr"
+  oauth_conformance "oauth: conformance authorization, CIMD client" "$as" \
+    --resource "$as/echo-oauth" --registration cimd --fail-on-warning \
+    --out "$oauth_work/conformance-cimd" --screenshots "$oauth_work/pages-conformance-cimd"
+
+  for registration in dcr cimd; do
+    step "oauth: ts-oauth-client /echo-oauth ($registration): login, consent, call, refresh, revoke" \
+      with_user "$node" "$here/oauth/ts-oauth-client.mjs" "$as/echo-oauth" --registration "$registration" \
+      --screenshots "$oauth_work/pages-ts-$registration"
+    step "oauth: py-oauth-client /echo-oauth ($registration): login, consent, call, refresh, revoke" \
+      with_user "$python" "$here/oauth/py_oauth_client.py" "$as/echo-oauth" --registration "$registration" \
+      --screenshots "$oauth_work/pages-py-$registration"
+  done
+fi
+
+if ! kill -0 "$as_pid" 2>/dev/null; then
+  record FAIL "oauth: mcpgate still running at the end" "log $work/logs/mcpgate-oauth.log"
 fi
 
 summary
