@@ -464,7 +464,11 @@ fn redirect_host(uri: &str) -> String {
 }
 
 /// Signed in: redirect at once if consent was given before for this
-/// client, resource and (a superset of) these scopes, else ask.
+/// client, resource and (a superset of) these scopes, else ask. A loopback
+/// redirect URI always asks: any program on the machine can listen there
+/// and start a flow under a known client's id (the metadata-document
+/// "localhost impersonation" case), so a remembered consent must not let it
+/// collect a code without the person seeing the page.
 async fn after_login(
     s: &AuthServer,
     client: &Client,
@@ -473,10 +477,13 @@ async fn after_login(
     session: &Session,
     set_session: Option<HeaderValue>,
 ) -> Response {
-    let prior = s
-        .store
-        .consent(DEFAULT_TENANT, &session.u, &pending.c, &pending.a)
-        .await;
+    let prior = if redirect::is_localhost(&pending.r) {
+        Ok(None)
+    } else {
+        s.store
+            .consent(DEFAULT_TENANT, &session.u, &pending.c, &pending.a)
+            .await
+    };
     let covered = match prior {
         Ok(Some(c)) => {
             let had: Vec<&str> = c.scope.split_whitespace().collect();

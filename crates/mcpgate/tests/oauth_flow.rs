@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 const BIN: &str = env!("CARGO_BIN_EXE_mcpgate");
 const PASSWORD: &str = "correct horse battery staple";
 const CALLBACK: &str = "http://127.0.0.1:3000/callback";
+const WEB_CALLBACK: &str = "https://app.example/oauth/callback";
 
 fn b64(d: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d)
@@ -335,10 +336,14 @@ fn authorize_url(
     u.to_string()
 }
 
-/// Logs in as alice and allows: returns the redirect page.
+/// Logs in as alice (unless signed in already) and allows: returns the
+/// redirect page.
 async fn login_and_allow(gw: &Gw, b: &Browser, url: &str) -> Page {
     let login = b.get(url).await;
     assert_eq!(login.status, 200, "{}", login.body);
+    if login.body.contains("value=\"allow\"") {
+        return allow_again(gw, b, url).await;
+    }
     let page = b
         .post(
             &format!("{}/oauth/authorize", gw.base),
@@ -356,6 +361,22 @@ async fn login_and_allow(gw: &Gw, b: &Browser, url: &str) -> Page {
     }
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("value=\"allow\""), "{}", page.body);
+    b.post(
+        &format!("{}/oauth/authorize", gw.base),
+        &[
+            ("action", "allow"),
+            ("request", &page.field("request").unwrap()),
+            ("csrf", &page.field("csrf").unwrap()),
+        ],
+    )
+    .await
+}
+
+/// Signed in already: allows on the consent page (shown again for a
+/// loopback redirect URI) and returns the redirect.
+async fn allow_again(gw: &Gw, b: &Browser, url: &str) -> Page {
+    let page = b.get(url).await;
+    assert_eq!(page.status, 200, "{}", page.body);
     b.post(
         &format!("{}/oauth/authorize", gw.base),
         &[
@@ -464,13 +485,49 @@ async fn oauth21_4_1_code_flow_login_consent_token_refresh_revoke() {
     assert_eq!(c["iss"], gw.base.as_str());
     assert_eq!(gw.mcp(&at).await, 200);
 
-    // Consent is remembered: a second authorization redirects at once.
+    // A loopback redirect URI always shows the consent page again (any
+    // local program could be the listener)...
     let p2 = pkce();
     let again = b
         .get(&authorize_url(&gw, &client, CALLBACK, &p2, &[]))
         .await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert!(again.body.contains("value=\"allow\""));
+    // ...while for a web client consent is remembered: the second
+    // authorization redirects at once.
+    let web = gw.cli(&[
+        "client",
+        "add",
+        "--name",
+        "web",
+        "--redirect-uri",
+        WEB_CALLBACK,
+    ]);
+    let web = web["client_id"].as_str().unwrap();
+    let first = login_and_allow(
+        &gw,
+        &b,
+        &authorize_url(&gw, web, WEB_CALLBACK, &pkce(), &[]),
+    )
+    .await;
+    assert_eq!(first.status, 303);
+    let again = b
+        .get(&authorize_url(&gw, web, WEB_CALLBACK, &pkce(), &[]))
+        .await;
     assert_eq!(again.status, 303, "{}", again.body);
+    assert!(again.location.as_deref().unwrap().starts_with(WEB_CALLBACK));
     assert!(again.redirect_params().contains_key("code"));
+    // A wider scope set than consented to asks again.
+    let wider = b
+        .get(&authorize_url(
+            &gw,
+            web,
+            WEB_CALLBACK,
+            &pkce(),
+            &[("scope", "mcp notes:write")],
+        ))
+        .await;
+    assert_eq!(wider.status, 200);
 
     // Refresh rotates.
     let (status, t2, _) = gw
@@ -507,16 +564,26 @@ async fn oauth21_4_1_code_flow_login_consent_token_refresh_revoke() {
         .await;
     assert_eq!((status, e["error"].as_str()), (400, Some("invalid_grant")));
 
-    // `grants list` shows the consent; `grants revoke` withdraws it, so
-    // the next authorization asks again.
+    // `grants list` shows both consents; `grants revoke` withdraws the web
+    // client's, so its next authorization asks again.
     let list = gw.cli(&["grants", "list"]);
-    assert_eq!(list[0]["user"], "alice");
-    assert_eq!(list[0]["client_id"], client.as_str());
-    gw.cli(&["grants", "revoke", "alice", &client]);
-    let p3 = pkce();
-    let b2 = Browser::new();
-    let back = login_and_allow(&gw, &b2, &authorize_url(&gw, &client, CALLBACK, &p3, &[])).await;
-    assert_eq!(back.status, 303);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    for id in [client.as_str(), web] {
+        assert!(
+            list.iter()
+                .any(|g| g["user"] == "alice" && g["client_id"] == id && g["scope"] == "mcp"),
+            "{id}: {list:?}"
+        );
+    }
+    let r = gw.cli(&["grants", "revoke", "alice", web]);
+    assert_eq!(r["consents_removed"], 1);
+    assert_eq!(gw.cli(&["grants", "list"]).as_array().unwrap().len(), 1);
+    let asks = b
+        .get(&authorize_url(&gw, web, WEB_CALLBACK, &pkce(), &[]))
+        .await;
+    assert_eq!(asks.status, 200);
+    assert!(asks.body.contains("value=\"allow\""));
     assert!(!gw.log().contains(&rt), "a refresh token reached the log");
 }
 
@@ -739,7 +806,7 @@ async fn rfc7636_pkce_and_code_binding_failures_are_invalid_grant() {
         let client = client.clone();
         async move {
             let p = pkce();
-            let back = b.get(&authorize_url(gw, &client, CALLBACK, &p, &[])).await;
+            let back = allow_again(gw, &b, &authorize_url(gw, &client, CALLBACK, &p, &[])).await;
             (back.redirect_params()["code"][0].clone(), p)
         }
     };
