@@ -598,6 +598,15 @@ pub async fn post(
                 );
             }
             let addr = crate::peer_ip(&ext);
+            if !s.login_attempts.admit(addr) {
+                let mut r = pages::error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many sign-in attempts from your address. Wait a minute and start again from the application.",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+                return r;
+            }
             login(&s, &client, &pending, &sealed, addr, username, password).await
         }
         "allow" | "deny" => {

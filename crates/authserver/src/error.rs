@@ -26,9 +26,10 @@ pub enum OAuthError {
     InvalidRedirectUri(&'static str),
     #[error("invalid_client_metadata: {0}")]
     InvalidClientMetadata(&'static str),
-    /// Too many requests from one source (registration).
+    /// Too many requests from one source address; retry after the given
+    /// seconds.
     #[error("too many requests")]
-    SlowDown,
+    SlowDown(u32),
     #[error("invalid_scope: {0}")]
     InvalidScope(&'static str),
     /// RFC 8707 §2: the resource is unknown or not allowed.
@@ -49,7 +50,7 @@ impl OAuthError {
             OAuthError::InvalidRedirectUri(_) => "invalid_redirect_uri",
             OAuthError::InvalidClientMetadata(_) => "invalid_client_metadata",
             // RFC 7591 defines no rate-limit code; the status says it.
-            OAuthError::SlowDown => "invalid_request",
+            OAuthError::SlowDown(_) => "invalid_request",
             OAuthError::InvalidScope(_) => "invalid_scope",
             OAuthError::InvalidTarget(_) => "invalid_target",
             OAuthError::Server(_) => "server_error",
@@ -65,7 +66,7 @@ impl OAuthError {
             | OAuthError::InvalidGrant(d)
             | OAuthError::InvalidRedirectUri(d)
             | OAuthError::InvalidClientMetadata(d) => d,
-            OAuthError::SlowDown => "too many registrations from this address; try again later",
+            OAuthError::SlowDown(_) => "too many requests from this address; try again later",
             OAuthError::InvalidClient { .. } => "client authentication failed",
             OAuthError::UnsupportedGrantType => "this grant type is not supported",
             OAuthError::Server(_) => "the authorization server failed; try again",
@@ -76,7 +77,7 @@ impl OAuthError {
         match self {
             OAuthError::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
             OAuthError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            OAuthError::SlowDown => StatusCode::TOO_MANY_REQUESTS,
+            OAuthError::SlowDown(_) => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -95,8 +96,8 @@ impl IntoResponse for OAuthError {
         let h = r.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-        if let OAuthError::SlowDown = self {
-            h.insert(header::RETRY_AFTER, HeaderValue::from_static("600"));
+        if let OAuthError::SlowDown(secs) = self {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if let OAuthError::InvalidClient { basic: true } = self {
             h.insert(

@@ -43,9 +43,13 @@ fn our_access_token(s: &AuthServer, token: &str) -> Option<Claims> {
 /// `POST /oauth/revoke`.
 pub async fn revoke(
     State(s): State<Arc<AuthServer>>,
+    ext: http::Extensions,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    if !s.token_requests.admit(crate::peer_ip(&ext)) {
+        return OAuthError::SlowDown(60).into_response();
+    }
     let r = async {
         let form = parse_form(&headers, &body)?;
         let client = clients::authenticate_request(&s, &headers, &form).await?;
@@ -87,9 +91,13 @@ pub async fn revoke(
 /// `POST /oauth/introspect`.
 pub async fn introspect(
     State(s): State<Arc<AuthServer>>,
+    ext: http::Extensions,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    if !s.token_requests.admit(crate::peer_ip(&ext)) {
+        return OAuthError::SlowDown(60).into_response();
+    }
     let r = async {
         let form = parse_form(&headers, &body)?;
         let client = clients::authenticate_request(&s, &headers, &form).await?;

@@ -69,7 +69,11 @@ pub struct AuthServer {
     /// MACs the pending requests, sessions and CSRF tokens of the pages.
     forms: mcpgate_crypto::mac::Mac,
     login_failures: authorize::AddressThrottle,
-    registrations: register::RegistrationThrottle,
+    registrations: register::AddressLimiter,
+    /// Token, revocation and introspection requests per source address.
+    token_requests: register::AddressLimiter,
+    /// Login form posts per source address.
+    login_attempts: register::AddressLimiter,
 }
 
 /// Seconds since the epoch.
@@ -125,7 +129,18 @@ impl AuthServer {
             revoked: Arc::new(RevocationList::new(settings.access_token_ttl_secs)),
             cimd,
             login_failures: Default::default(),
-            registrations: register::RegistrationThrottle::new(settings.registrations_per_hour),
+            registrations: register::AddressLimiter::new(
+                settings.registrations_per_hour,
+                std::time::Duration::from_secs(3600),
+            ),
+            token_requests: register::AddressLimiter::new(
+                settings.token_requests_per_minute,
+                std::time::Duration::from_secs(60),
+            ),
+            login_attempts: register::AddressLimiter::new(
+                settings.login_attempts_per_minute,
+                std::time::Duration::from_secs(60),
+            ),
             settings,
         }
     }

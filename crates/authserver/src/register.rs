@@ -15,12 +15,11 @@
 //! `client_secret_post`) get a secret once, stored as its hash.
 //!
 //! Registrations are limited per source address
-//! (`registrations_per_hour`), and a registration never used is deleted
-//! after `unused_registration_ttl_secs`.
+//! (`registrations_per_hour`, GCRA), and a registration never used is
+//! deleted after `unused_registration_ttl_secs`.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -53,36 +52,36 @@ struct Request {
     jwks_uri: Option<String>,
 }
 
-/// Registrations per source address in the last hour (per replica).
+/// Requests per source address, as GCRA (governor), per replica: used
+/// for registrations (per hour), token requests and login attempts (per
+/// minute). Unknown addresses (no peer recorded) are not limited.
 #[derive(Debug)]
-pub struct RegistrationThrottle {
-    per_hour: u32,
-    map: Mutex<HashMap<IpAddr, (u32, i64)>>,
+pub struct AddressLimiter {
+    limiter: Option<governor::DefaultKeyedRateLimiter<IpAddr>>,
 }
 
-impl RegistrationThrottle {
-    pub fn new(per_hour: u32) -> Self {
-        Self {
-            per_hour,
-            map: Mutex::new(HashMap::new()),
-        }
+impl AddressLimiter {
+    /// At most `n` per `window` (burst `n`); `n = 0` means unlimited.
+    pub fn new(n: u32, window: std::time::Duration) -> Self {
+        let limiter = std::num::NonZeroU32::new(n)
+            .and_then(|burst| {
+                governor::Quota::with_period(window / n).map(|q| q.allow_burst(burst))
+            })
+            .map(governor::RateLimiter::keyed);
+        Self { limiter }
     }
 
-    /// Counts a registration from `a`; `false` if over the limit.
-    fn admit(&self, a: IpAddr, now: i64) -> bool {
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() > 100_000 {
-            m.retain(|_, (_, start)| now - *start < 3600);
+    /// Counts a request from `a`; `false` if over the limit.
+    pub fn admit(&self, a: Option<IpAddr>) -> bool {
+        match (&self.limiter, a) {
+            (Some(l), Some(a)) => {
+                if l.len() > 100_000 {
+                    l.retain_recent();
+                }
+                l.check_key(&a).is_ok()
+            }
+            _ => true,
         }
-        let e = m.entry(a).or_insert((0, now));
-        if now - e.1 >= 3600 {
-            *e = (0, now);
-        }
-        if e.0 >= self.per_hour {
-            return false;
-        }
-        e.0 += 1;
-        true
     }
 }
 
@@ -247,10 +246,8 @@ async fn run(
         .map_err(|_| OAuthError::InvalidClientMetadata("the body is not a valid registration"))?;
     let (mut rec, needs_secret) = validate(req)?;
     let t = now();
-    if let Some(a) = addr
-        && !s.registrations.admit(a, t)
-    {
-        return Err(OAuthError::SlowDown);
+    if !s.registrations.admit(addr) {
+        return Err(OAuthError::SlowDown(600));
     }
     rec.client_id = format!(
         "mcpc_{}",
@@ -368,13 +365,17 @@ mod tests {
     }
 
     #[test]
-    fn registrations_are_limited_per_address() {
-        let t = RegistrationThrottle::new(2);
+    fn requests_are_limited_per_address() {
+        let t = AddressLimiter::new(2, std::time::Duration::from_secs(3600));
         let a: IpAddr = "192.0.2.9".parse().unwrap();
-        assert!(t.admit(a, 0));
-        assert!(t.admit(a, 1));
-        assert!(!t.admit(a, 2));
-        assert!(t.admit("192.0.2.10".parse().unwrap(), 2));
-        assert!(t.admit(a, 3600));
+        assert!(t.admit(Some(a)));
+        assert!(t.admit(Some(a)));
+        assert!(!t.admit(Some(a)));
+        assert!(t.admit(Some("192.0.2.10".parse().unwrap())));
+        assert!(t.admit(None));
+        let off = AddressLimiter::new(0, std::time::Duration::from_secs(60));
+        for _ in 0..100 {
+            assert!(off.admit(Some(a)));
+        }
     }
 }

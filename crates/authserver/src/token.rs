@@ -122,9 +122,13 @@ pub(crate) fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<Form, OAuth
 
 pub async fn token(
     State(s): State<Arc<AuthServer>>,
+    ext: http::Extensions,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    if !s.token_requests.admit(crate::peer_ip(&ext)) {
+        return OAuthError::SlowDown(60).into_response();
+    }
     match run(&s, &headers, &body).await {
         Ok(r) => r,
         Err(e) => {

@@ -224,6 +224,11 @@ pub struct AuthorizationServer {
     pub dynamic_client_registration: bool,
     /// Registrations per source address per hour.
     pub registrations_per_hour: u32,
+    /// Token, revocation and introspection requests per source address
+    /// per minute (0: unlimited).
+    pub token_requests_per_minute: u32,
+    /// Login form posts per source address per minute (0: unlimited).
+    pub login_attempts_per_minute: u32,
     /// A dynamically registered client never used is deleted after this.
     pub unused_registration_ttl_secs: u64,
     /// Failed logins after which an account is locked, and for how long.
@@ -247,6 +252,8 @@ impl Default for AuthorizationServer {
             login_session_ttl_secs: 8 * 3600,
             dynamic_client_registration: true,
             registrations_per_hour: 20,
+            token_requests_per_minute: 600,
+            login_attempts_per_minute: 30,
             unused_registration_ttl_secs: 86400,
             lock_after_failed_logins: 5,
             lock_secs: 300,
@@ -321,6 +328,50 @@ pub struct Route {
     pub tool_scopes: BTreeMap<String, ScopeSet>,
     /// Origins allowed to call (empty: the origin of `public_url`).
     pub allowed_origins: Vec<String>,
+    /// `[[routes.rate_limits]]`: request budgets per principal, client or
+    /// route, optionally for one tool.
+    pub rate_limits: Vec<RateLimit>,
+    /// A Cedar policy file or a directory of `*.cedar` files (relative to
+    /// the configuration file), evaluated after the scopes.
+    pub policy: Option<PathBuf>,
+    /// Tools shown to and callable by anyone: if non-empty, only these.
+    pub tools_include: Vec<String>,
+    /// Tools hidden from and refused to everyone.
+    pub tools_exclude: Vec<String>,
+}
+
+impl Route {
+    /// Whether the tool is hidden from everyone by `tools_include` /
+    /// `tools_exclude`.
+    pub fn tool_hidden(&self, name: &str) -> bool {
+        self.tools_exclude.iter().any(|t| t == name)
+            || (!self.tools_include.is_empty() && !self.tools_include.iter().any(|t| t == name))
+    }
+}
+
+/// What a rate limit counts per.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitKey {
+    /// Each authenticated principal (token subject, API key) separately.
+    Principal,
+    /// Each OAuth client separately (principals without a client: per
+    /// principal).
+    Client,
+    /// The route as a whole.
+    Route,
+}
+
+/// `[[routes.rate_limits]]`: at most `limit` requests per `window_secs`,
+/// counted per `key`, for every request or only `tools/call` of `tool`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub key: LimitKey,
+    #[serde(default)]
+    pub tool: Option<String>,
+    pub limit: u32,
+    pub window_secs: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -359,6 +410,14 @@ struct RawRoute {
     tool_scopes: BTreeMap<String, ScopeSet>,
     #[serde(default)]
     allowed_origins: Vec<String>,
+    #[serde(default)]
+    rate_limits: Vec<RateLimit>,
+    #[serde(default)]
+    policy: Option<PathBuf>,
+    #[serde(default)]
+    tools_include: Vec<String>,
+    #[serde(default)]
+    tools_exclude: Vec<String>,
 }
 
 impl TryFrom<RawRoute> for Route {
@@ -427,6 +486,18 @@ impl TryFrom<RawRoute> for Route {
                 ));
             }
         }
+        for l in &r.rate_limits {
+            if l.limit == 0 || l.window_secs == 0 || l.window_secs > 86_400 {
+                return Err(format!(
+                    "route {p:?}: a rate_limits entry needs limit >= 1 and window_secs between 1 and 86400"
+                ));
+            }
+        }
+        if let Some(t) = r.tools_include.iter().find(|t| r.tools_exclude.contains(t)) {
+            return Err(format!(
+                "route {p:?}: tool {t:?} is in both tools_include and tools_exclude"
+            ));
+        }
         Ok(Route {
             path: r.path,
             upstream,
@@ -434,6 +505,10 @@ impl TryFrom<RawRoute> for Route {
             scopes: r.scopes,
             tool_scopes: r.tool_scopes,
             allowed_origins: r.allowed_origins,
+            rate_limits: r.rate_limits,
+            policy: r.policy,
+            tools_include: r.tools_include,
+            tools_exclude: r.tools_exclude,
         })
     }
 }

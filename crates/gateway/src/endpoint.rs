@@ -7,7 +7,9 @@
 //! 4. parsing: strict JSON-RPC (400 `-32700`/`-32600`), batches only where
 //!    the protocol version has them, SEP-2243 headers equal to the body
 //!    (400 `-32020`);
-//! 5. authorisation: route and tool scopes (403 `insufficient_scope`);
+//! 5. authorisation: route and tool scopes (403 `insufficient_scope`),
+//!    tools hidden by `tools_include`/`tools_exclude` (404), rate limits
+//!    (429 with `Retry-After`);
 //! 6. proxy: to the HTTP or stdio upstream, credentials stripped, identity
 //!    headers set, `tools/list` filtered to what the caller may call.
 
@@ -222,9 +224,7 @@ async fn run(
                     protocol_version.unwrap_or(mcp::ASSUMED_VERSION).to_owned(),
                 ));
             }
-            if ms.iter().any(|m| m.method() == Some("tools/list"))
-                && !route.config.tool_scopes.is_empty()
-            {
+            if ms.iter().any(|m| m.method() == Some("tools/list")) && route.filters_tools() {
                 // Per-caller filtering is done on single responses only.
                 return Err(Reject::BatchNotSupported(
                     "2025-03-26 (tools/list in a batch on a route with tool_scopes)".into(),
@@ -262,15 +262,32 @@ async fn run(
                 .map_err(|needed| Reject::InsufficientScope { needed })?;
         }
     }
+    for m in &messages {
+        if m.method() == Some("tools/call")
+            && let Some(name) = m.param_str("name")
+            && route.config.tool_hidden(name)
+        {
+            return Err(Reject::ToolHidden(name.to_owned()));
+        }
+    }
+    route
+        .limits
+        .check(&principal, &messages)
+        .map_err(Reject::RateLimited)?;
 
     // 6. Proxy.
     let filter: Option<ToolFilter> = match messages.as_slice() {
         [Message::Request { id, method, .. }]
-            if method == "tools/list" && !route.config.tool_scopes.is_empty() =>
+            if method == "tools/list" && route.filters_tools() =>
         {
             let cfg = route.config.clone();
             let eff = effective.clone().into_owned();
-            let keep = move |name: &str| crate::authz::tool_allowed(&cfg, name, &eff);
+            let keep = move |name: &str| {
+                let hidden = cfg.tools_exclude.iter().any(|t| t == name)
+                    || (!cfg.tools_include.is_empty()
+                        && !cfg.tools_include.iter().any(|t| t == name));
+                !hidden && crate::authz::tool_allowed(&cfg, name, &eff)
+            };
             Some((id.clone(), Box::new(keep)))
         }
         _ => None,

@@ -107,6 +107,11 @@ pub enum Reject {
     UpstreamTimeout,
     #[error("storage unavailable: {0}")]
     StoreUnavailable(String),
+    #[error("rate limit exceeded ({:?}{})", .0.key, .0.tool.as_deref().map(|t| format!(", tool {t}")).unwrap_or_default())]
+    RateLimited(crate::limits::Exceeded),
+    /// `tools/call` of a tool the route hides from everyone.
+    #[error("tool hidden on this route")]
+    ToolHidden(String),
 }
 
 /// What an error response needs from the request it answers.
@@ -132,7 +137,10 @@ impl Reject {
             Reject::InsufficientScope { .. } | Reject::OriginNotAllowed => StatusCode::FORBIDDEN,
             Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Reject::SessionNotFound | Reject::MethodNotFound => StatusCode::NOT_FOUND,
+            Reject::SessionNotFound | Reject::MethodNotFound | Reject::ToolHidden(_) => {
+                StatusCode::NOT_FOUND
+            }
+            Reject::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Reject::Upstream(_) => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Reject::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -149,6 +157,8 @@ impl Reject {
             Reject::BodyTooLarge => "too_large",
             Reject::Upstream(_) | Reject::UpstreamTimeout => "upstream_error",
             Reject::StoreUnavailable(_) => "unavailable",
+            Reject::RateLimited(_) => "rate_limited",
+            Reject::ToolHidden(_) => "tool_hidden",
             _ => "bad_request",
         }
     }
@@ -220,6 +230,14 @@ impl Reject {
                 "Gateway storage unavailable".into(),
                 None,
             ),
+            Reject::RateLimited(e) => (
+                code::GATEWAY_LIMIT,
+                format!("Rate limit exceeded; retry after {} s", e.retry_after_secs),
+                Some(serde_json::json!({"retryAfter": e.retry_after_secs})),
+            ),
+            Reject::ToolHidden(name) => {
+                (code::INVALID_PARAMS, format!("Unknown tool: {name}"), None)
+            }
         }
     }
 
@@ -278,6 +296,11 @@ impl Reject {
             && let Ok(v) = HeaderValue::from_str(&ch)
         {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        if let Reject::RateLimited(e) = &self
+            && let Ok(v) = HeaderValue::from_str(&e.retry_after_secs.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         if matches!(self, Reject::MissingCredential | Reject::InvalidToken(_)) {
             resp.headers_mut()

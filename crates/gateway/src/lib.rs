@@ -17,6 +17,7 @@ pub mod endpoint;
 pub mod error;
 pub mod filter;
 pub mod issuers;
+pub mod limits;
 pub mod metadata;
 pub mod metrics;
 pub mod proxy;

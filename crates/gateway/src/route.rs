@@ -19,6 +19,8 @@ pub struct RouteRuntime {
     /// (DNS-rebinding protection for local deployments).
     pub loopback_only_host: bool,
     pub upstream: UpstreamRuntime,
+    /// `[[routes.rate_limits]]`.
+    pub limits: crate::limits::RouteLimits,
 }
 
 #[derive(Debug)]
@@ -89,7 +91,16 @@ impl RouteRuntime {
             allowed_origins,
             loopback_only_host: loopback,
             upstream,
+            limits: crate::limits::RouteLimits::new(&route.rate_limits),
         })
+    }
+
+    /// Whether `tools/list` answers must be filtered per caller or for
+    /// everyone (tool scopes, include/exclude lists).
+    pub fn filters_tools(&self) -> bool {
+        !self.config.tool_scopes.is_empty()
+            || !self.config.tools_include.is_empty()
+            || !self.config.tools_exclude.is_empty()
     }
 }
 

@@ -1256,3 +1256,45 @@ async fn rfc7523_private_key_jwt_client_credentials_and_replay() {
     let (s, _, _) = ask(forged).await;
     assert_eq!(s, 401);
 }
+
+#[tokio::test]
+async fn token_endpoint_and_login_are_rate_limited_per_address() {
+    let gw = Gw::start("token_requests_per_minute = 3\nlogin_attempts_per_minute = 2").await;
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", "nobody"),
+    ];
+    for _ in 0..3 {
+        let (s, e, _) = gw.token(&form).await;
+        assert_eq!((s, e["error"].as_str()), (401, Some("invalid_client")));
+    }
+    let (s, e, h) = gw.token(&form).await;
+    assert_eq!((s, e["error"].as_str()), (429, Some("invalid_request")));
+    assert_eq!(h["retry-after"], "60");
+
+    let client = gw.public_client();
+    let b = Browser::new();
+    // Each failed login answers with a fresh form (new nonce and CSRF).
+    let mut page = b
+        .get(&authorize_url(&gw, &client, CALLBACK, &pkce(), &[]))
+        .await;
+    let url = format!("{}/oauth/authorize", gw.base);
+    for (pw, status) in [("wrong", 401), ("wrong", 401), (PASSWORD, 429)] {
+        page = b
+            .post(
+                &url,
+                &[
+                    ("action", "login"),
+                    ("request", &page.field("request").unwrap()),
+                    ("csrf", &page.field("csrf").unwrap()),
+                    ("username", "alice"),
+                    ("password", pw),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, status, "{}", page.body);
+    }
+    // Even the right password waits; nothing is issued.
+    assert!(page.location.is_none());
+    assert!(page.headers.contains_key("retry-after"));
+}

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod http;
+mod limits;
 mod replicas;
 mod stdio;
 mod support;
