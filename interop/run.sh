@@ -20,10 +20,14 @@
 #    conformance server suite gives the same verdicts on /open as on
 #    server-everything directly;
 # 4. starts a second `mcpgate serve` with the built-in authorization server
-#    enabled, a route /echo-oauth and a local user, and runs the conformance
-#    suite's authorization-server scenarios and the TypeScript and Python SDK
-#    OAuth clients (registration, login and consent in headless Chromium,
-#    call, refresh, revocation) against it; needs /usr/bin/chromium.
+#    enabled, a route /echo-oauth and a local user, and trusting a throwaway
+#    test CA (SSL_CERT_FILE) whose localhost certificate serves client ID
+#    metadata documents over https; runs the conformance suite's
+#    authorization-server scenarios and the TypeScript and Python SDK OAuth
+#    clients (DCR or CIMD chosen by the SDK, login and consent in headless
+#    Chromium, call, refresh, revocation) against it, and checks that a
+#    document whose client_id is not its URL is refused; needs
+#    /usr/bin/chromium and openssl.
 #
 # Step 2 also runs the conformance comparison of server-everything against
 # itself, so that a flaky check shows up as such and not as a gateway bug.
@@ -44,7 +48,7 @@ for arg in "$@"; do
     --skip-build) skip_build=1 ;;
     --direct-only) direct_only=1 ;;
     --keep) keep=1 ;;
-    -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -88,7 +92,11 @@ for line in lines:
         print("    %d tools, refused: %s" % (len(d["tools"]), d["denied"][:200]))
     elif "tools" in d:
         extra = " progress at %s ms, result at %s ms" % ([p["atMs"] for p in d["progress"]], d["resultMs"]) if "progress" in d else ""
+        if "clientId" in d:
+            extra += ", client_id %s" % d["clientId"]
         print("    %d tools, echo %r, protocol %s, server %s%s" % (len(d["tools"]), d["echo"][:80], d.get("protocolVersion"), d.get("server"), extra))
+    elif "summary" in d:
+        print("    " + str(d["summary"])[:300])
     break
 else:
     if lines:
@@ -362,9 +370,14 @@ fi
 # A second gateway, its own config, database and master key, with the
 # authorization server enabled: one route (/echo-oauth -> mcpgate-echo-server)
 # and one local user. A person's part (login, consent) is played by headless
-# Chromium (oauth/browser.mjs); client ID metadata documents are served from
-# loopback, hence danger_cimd_allow_private_addresses. A PNG of every page
-# the browser answered is kept in $work/oauth/pages-*. See interop/README.md.
+# Chromium (oauth/browser.mjs). Client ID metadata documents are served by
+# the clients over https from loopback (hence
+# danger_cimd_allow_private_addresses), with a certificate for localhost and
+# 127.0.0.1 from a throwaway CA made here, which the gateway trusts through
+# SSL_CERT_FILE (its CIMD fetcher reads the trust store with
+# rustls-native-certs; with SSL_CERT_FILE set, that file is the whole store).
+# A PNG of every page the browser answered is kept in $work/oauth/pages-*.
+# See interop/README.md.
 say "built-in authorization server: conformance suite and SDK OAuth clients"
 oauth_work="$work/oauth"
 mkdir -p "$oauth_work"
@@ -390,6 +403,36 @@ scopes = ["mcp"]
 EOF
 echo "config $as_config"
 
+# make_test_pki DIR: ca.pem (a CA that exists for this run only) and
+# server.pem/server.key (its certificate for localhost and 127.0.0.1).
+# Version 3, with the extensions webpki insists on: CA:TRUE and keyCertSign
+# on the CA, CA:FALSE, serverAuth and the subjectAltNames on the leaf.
+make_test_pki() {
+  local d="$1"
+  mkdir -p "$d" && (
+    set -e
+    cd "$d"
+    openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout ca.key -out ca.pem -days 2 -subj "/CN=mcpgate interop test CA (throwaway)" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout server.key -out server.csr -subj "/CN=localhost"
+    printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=critical,CA:FALSE" \
+      "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -set_serial "0x$(openssl rand -hex 16)" \
+      -days 2 -out server.pem -extfile server.ext
+    openssl verify -CAfile ca.pem server.pem
+  )
+}
+tls="$oauth_work/tls"
+if make_test_pki "$tls" >"$work/logs/oauth-test-pki.log" 2>&1; then
+  record PASS "oauth: throwaway test CA and localhost certificate (openssl)"
+else
+  record FAIL "oauth: throwaway test CA and localhost certificate (openssl)" "log $work/logs/oauth-test-pki.log"
+  tail -10 "$work/logs/oauth-test-pki.log"
+fi
+tls_args=(--tls-cert "$tls/server.pem" --tls-key "$tls/server.key")
+
 oauth_user="interop-user"
 oauth_password="$(python3 -c 'import secrets; print(secrets.token_urlsafe(18))')"
 if printf '%s\n' "$oauth_password" |
@@ -399,7 +442,8 @@ else
   record FAIL "oauth: user add $oauth_user" "$(head -c 300 "$work/logs/oauth-user-add.log" | tr '\n' ' ')"
 fi
 
-start mcpgate-oauth "$work/logs/mcpgate-oauth.log" env RUST_LOG="${RUST_LOG:-info}" "$mcpgate" serve --config "$as_config"
+as_log="$work/logs/mcpgate-oauth.log"
+start mcpgate-oauth "$as_log" env SSL_CERT_FILE="$tls/ca.pem" RUST_LOG="${RUST_LOG:-info}" "$mcpgate" serve --config "$as_config"
 as_pid="${pids[-1]}"
 if ! wait_for_port "$as_port" "$as_pid" 30; then
   record FAIL "oauth: mcpgate serve start (authorization server enabled)" "log $work/logs/mcpgate-oauth.log"
@@ -415,35 +459,73 @@ else
   # with_user COMMAND...: the local user's credentials for browser.mjs.
   with_user() { MCPGATE_TEST_USER="$oauth_user" MCPGATE_TEST_PASSWORD="$oauth_password" "$@"; }
 
-  # oauth_conformance NAME ARGS...: conformance-authorization.mjs; prints its per-check lines.
+  # expect_log REGISTRATIONS REFUSALS COMMAND...: runs COMMAND, then checks
+  # how many "client registered (RFC 7591)" and "client metadata document
+  # refused" lines the gateway logged meanwhile (its stdout is line-buffered).
+  log_count() { grep -c -F "$1" "$as_log" 2>/dev/null || true; }
+  expect_log() {
+    local want_reg="$1" want_ref="$2" reg0 ref0 reg ref; shift 2
+    reg0="$(log_count 'client registered (RFC 7591)')"
+    ref0="$(log_count 'client metadata document refused')"
+    "$@" || return
+    reg=$(($(log_count 'client registered (RFC 7591)') - reg0))
+    ref=$(($(log_count 'client metadata document refused') - ref0))
+    echo "gateway log meanwhile: $reg \"client registered (RFC 7591)\", $ref \"client metadata document refused\""
+    if [[ "$reg" != "$want_reg" || "$ref" != "$want_ref" ]]; then
+      echo "expected $want_reg registration(s) and $want_ref refused document(s); the lines:" >&2
+      grep -F -e 'client registered (RFC 7591)' -e 'client metadata document refused' "$as_log" | tail -n "$((reg + ref))" >&2
+      return 1
+    fi
+  }
+
+  # oauth_conformance NAME REGISTRATIONS ARGS...: conformance-authorization.mjs;
+  # prints its per-check lines. REGISTRATIONS: how many RFC 7591
+  # registrations the gateway must log meanwhile.
   oauth_conformance() {
-    local name="$1" log start_t=$SECONDS; shift
+    local name="$1" registrations="$2" log start_t=$SECONDS; shift 2
     log="$work/logs/$(printf %s "$name" | tr -c 'A-Za-z0-9._-' '_').log"
-    if with_user "$node" "$here/oauth/conformance-authorization.mjs" "$@" >"$log" 2>&1; then
+    if expect_log "$registrations" 0 with_user "$node" "$here/oauth/conformance-authorization.mjs" "$@" >"$log" 2>&1; then
       record PASS "$name" "$((SECONDS - start_t))s"
     else
       record FAIL "$name" "$((SECONDS - start_t))s, log $log"
-      grep -E '^  - |browser step failed|^conformance-authorization: [^ ]+ ' "$log" | head -20 | sed 's/^/    | /'
+      grep -E '^  - |browser step failed|^conformance-authorization: [^ ]+ |^expected |^gateway log' "$log" | head -20 | sed 's/^/    | /'
     fi
     grep -E '^(PASS|FAIL|WARNING|SKIPPED|MISSING) ' "$log" | sed 's/^/    /'
   }
   # As the suite runs by default (no `resource`: the only route is the
   # audience), and with an explicit resource.
-  oauth_conformance "oauth: conformance authorization, DCR client, no resource" "$as" \
+  # (The suite does no CIMD itself: its CIMD client is the https document's
+  # URL handed to it as --client-id.)
+  oauth_conformance "oauth: conformance authorization, DCR client, no resource" 1 "$as" \
     --registration dcr --fail-on-warning \
     --out "$oauth_work/conformance-dcr" --screenshots "$oauth_work/pages-conformance-dcr"
-  oauth_conformance "oauth: conformance authorization, CIMD client" "$as" \
-    --resource "$as/echo-oauth" --registration cimd --fail-on-warning \
+  oauth_conformance "oauth: conformance authorization, CIMD client (https document)" 0 "$as" \
+    --resource "$as/echo-oauth" --registration cimd "${tls_args[@]}" --fail-on-warning \
     --out "$oauth_work/conformance-cimd" --screenshots "$oauth_work/pages-conformance-cimd"
 
+  # dcr: the provider has neither client information nor a metadata URL, so
+  # the SDK registers (one RFC 7591 registration logged). cimd: the provider
+  # has an https clientMetadataUrl/client_metadata_url and no client
+  # information, so the SDK itself uses the URL as client_id (the AS
+  # advertises client_id_metadata_document_supported): no registration.
+  declare -A want_registrations=([dcr]=1 [cimd]=0)
   for registration in dcr cimd; do
+    client_args=(--registration "$registration")
+    [[ $registration == cimd ]] && client_args+=("${tls_args[@]}")
     step "oauth: ts-oauth-client /echo-oauth ($registration): login, consent, call, refresh, revoke" \
-      with_user "$node" "$here/oauth/ts-oauth-client.mjs" "$as/echo-oauth" --registration "$registration" \
+      expect_log "${want_registrations[$registration]}" 0 \
+      with_user "$node" "$here/oauth/ts-oauth-client.mjs" "$as/echo-oauth" "${client_args[@]}" \
       --screenshots "$oauth_work/pages-ts-$registration"
     step "oauth: py-oauth-client /echo-oauth ($registration): login, consent, call, refresh, revoke" \
-      with_user "$python" "$here/oauth/py_oauth_client.py" "$as/echo-oauth" --registration "$registration" \
+      expect_log "${want_registrations[$registration]}" 0 \
+      with_user "$python" "$here/oauth/py_oauth_client.py" "$as/echo-oauth" "${client_args[@]}" \
       --screenshots "$oauth_work/pages-py-$registration"
   done
+
+  # A document whose client_id is not its URL: an error page, no redirect
+  # (two such documents refused, the matching control one accepted).
+  step "oauth: CIMD document with a client_id other than its URL refused (error page, no redirect)" \
+    expect_log 0 2 "$node" "$here/oauth/cimd-mismatch.mjs" "$as" "${tls_args[@]}"
 fi
 
 if ! kill -0 "$as_pid" 2>/dev/null; then

@@ -3,7 +3,7 @@
 // built-in authorization server, with the browser step done by browser.mjs.
 //
 //   node conformance-authorization.mjs ISSUER [--resource URI] [--registration dcr|cimd]
-//       [--out DIR] [--fail-on-warning] [--screenshots DIR]
+//       [--tls-cert PEM --tls-key PEM] [--out DIR] [--fail-on-warning] [--screenshots DIR]
 //       user and password from $MCPGATE_TEST_USER / $MCPGATE_TEST_PASSWORD
 //
 // 1. Gives the suite a client: `dcr` registers a public client (RFC 7591,
@@ -11,7 +11,11 @@
 //    callback, http://127.0.0.1:PORT/callback; `cimd` serves a client ID
 //    metadata document from a loopback listener and uses its URL as the
 //    client_id (the server must allow loopback documents:
-//    danger_cimd_allow_private_addresses).
+//    danger_cimd_allow_private_addresses): over https as
+//    https://localhost:PORT/conformance-client.json with --tls-cert/--tls-key
+//    (a certificate the server trusts), else over plain http (which only that
+//    setting allows). The suite itself does no CIMD: it is handed the URL
+//    as its client_id.
 // 2. Runs `conformance authorization --url ISSUER --client-id ID --port PORT
 //    [--resource URI] -o DIR`, i.e. both scenarios in order
 //    (authorization-server-metadata-endpoint, then authorization-code-grant,
@@ -26,6 +30,7 @@
 import { spawn } from "node:child_process";
 import { readdirSync, readFileSync, mkdtempSync, existsSync } from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -42,7 +47,10 @@ function say(line) {
 }
 
 function parseArgs(argv) {
-  const opts = { issuer: null, resource: null, registration: "dcr", out: null, failOnWarning: false, screenshots: null };
+  const opts = {
+    issuer: null, resource: null, registration: "dcr", tlsCert: null, tlsKey: null, out: null, failOnWarning: false,
+    screenshots: null,
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -51,6 +59,8 @@ function parseArgs(argv) {
     };
     if (arg === "--resource") opts.resource = value();
     else if (arg === "--registration") opts.registration = value();
+    else if (arg === "--tls-cert") opts.tlsCert = value();
+    else if (arg === "--tls-key") opts.tlsKey = value();
     else if (arg === "--out") opts.out = value();
     else if (arg === "--fail-on-warning") opts.failOnWarning = true;
     else if (arg === "--screenshots") opts.screenshots = value();
@@ -60,6 +70,7 @@ function parseArgs(argv) {
   }
   if (!opts.issuer) throw new Error("usage: conformance-authorization.mjs ISSUER [--resource URI] [--registration dcr|cimd] [--out DIR]");
   if (!["dcr", "cimd"].includes(opts.registration)) throw new Error(`--registration must be dcr or cimd`);
+  if (!opts.tlsCert !== !opts.tlsKey) throw new Error("give both --tls-cert and --tls-key, or neither");
   return opts;
 }
 
@@ -97,7 +108,7 @@ async function makeClient(opts, redirectUri, cleanups) {
   };
   if (opts.registration === "cimd") {
     let documentUrl;
-    const server = http.createServer((req, res) => {
+    const handler = (req, res) => {
       if (req.url !== "/conformance-client.json") {
         res.writeHead(404).end();
         return;
@@ -105,9 +116,14 @@ async function makeClient(opts, redirectUri, cleanups) {
       say(`served the client metadata document to ${req.headers["user-agent"] ?? "?"}`);
       res.writeHead(200, { "content-type": "application/json" });
       res.end(JSON.stringify({ client_id: documentUrl, ...metadata }));
-    });
+    };
+    const server = opts.tlsCert
+      ? https.createServer({ cert: readFileSync(opts.tlsCert), key: readFileSync(opts.tlsKey) }, handler)
+      : http.createServer(handler);
     await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
-    documentUrl = `http://127.0.0.1:${server.address().port}/conformance-client.json`;
+    documentUrl = opts.tlsCert
+      ? `https://localhost:${server.address().port}/conformance-client.json`
+      : `http://127.0.0.1:${server.address().port}/conformance-client.json`;
     cleanups.push(() => server.close());
     say(`client: CIMD, client_id ${documentUrl}`);
     return documentUrl;

@@ -3,8 +3,8 @@
 end to end against a route protected by mcpgate's authorization server.
 
     interop/.venv/bin/python interop/oauth/py_oauth_client.py URL [--registration dcr|cimd]
-        [--tool echo] [--tool-args JSON] [--expect TEXT] [--mode auto|legacy|2026-07-28]
-        [--screenshots DIR] [--timeout 90]
+        [--tls-cert PEM --tls-key PEM] [--tool echo] [--tool-args JSON] [--expect TEXT]
+        [--mode auto|legacy|2026-07-28] [--screenshots DIR] [--timeout 90]
         user and password from $MCPGATE_TEST_USER / $MCPGATE_TEST_PASSWORD
 
 Steps, each printed as it happens (with every HTTP exchange the SDK made):
@@ -23,10 +23,16 @@ Steps, each printed as it happens (with every HTTP exchange the SDK made):
  4. the next call is refused: 401 for the access token of the revoked grant
     (the SDK then asks for a new authorization, which is not given), and the
     token endpoint answers invalid_grant for the revoked refresh token.
-Registration: `dcr` lets the SDK register (RFC 7591). `cimd` stores a client
-ID metadata document URL, served by the loopback listener, as the client's
-registration: the SDK itself uses CIMD only for an https client_metadata_url,
-which a loopback test cannot serve to the gateway.
+Registration: `dcr` lets the SDK register (RFC 7591): empty storage and no
+client_metadata_url. `cimd` gives OAuthClientProvider a client_metadata_url,
+https://localhost:PORT/client-metadata.json, served by this script over https
+(an `ssl` server with --tls-cert/--tls-key, a certificate for localhost that
+the gateway trusts, e.g. through SSL_CERT_FILE), and again empty storage: the
+SDK itself chooses the URL as its client_id because the authorization server
+metadata says client_id_metadata_document_supported: true. Checked: the SDK
+stored the URL as its client_id, every authorization request carries it, it
+never called the registration endpoint, and the gateway fetched the document
+(User-Agent mcpgate/...).
 Prints a JSON line {"tools": [...], "echo": ..., ...} and exits 0; exits 1
 with the reason on stderr at the first deviation.
 """
@@ -39,6 +45,7 @@ import logging
 import os
 import queue
 import re
+import ssl
 import sys
 import threading
 import time
@@ -103,8 +110,8 @@ class MemoryStorage:
 
 
 class Listener:
-    """The client's loopback listener: /callback catches the authorization
-    response, /client-metadata.json is the client ID metadata document."""
+    """The client's loopback listener (plain http): /callback catches the
+    authorization response."""
 
     def __init__(self) -> None:
         self.callbacks: queue.Queue[dict[str, str]] = queue.Queue()
@@ -116,9 +123,6 @@ class Listener:
                 if url.path == "/callback":
                     self._reply(200, "text/plain", b"Authorization received; you can close this page.")
                     listener.callbacks.put({k: v[0] for k, v in parse_qs(url.query).items()})
-                elif url.path == "/client-metadata.json":
-                    say(f"  listener: served the client metadata document ({self.headers.get('user-agent')})")
-                    self._reply(200, "application/json", json.dumps(listener.metadata_document()).encode())
                 else:
                     self._reply(404, "text/plain", b"not found")
 
@@ -135,18 +139,7 @@ class Listener:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.redirect_uri = f"{self.base}/callback"
-        self.document_url = f"{self.base}/client-metadata.json"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def metadata_document(self) -> dict[str, Any]:
-        return {
-            "client_id": self.document_url,
-            "client_name": "mcpgate interop py-oauth-client (CIMD)",
-            "redirect_uris": [self.redirect_uri],
-            "grant_types": ["authorization_code", "refresh_token"],
-            "response_types": ["code"],
-            "token_endpoint_auth_method": "none",
-        }
 
     async def next_callback(self, timeout: float = 10.0) -> dict[str, str]:
         def wait() -> dict[str, str]:
@@ -156,6 +149,55 @@ class Listener:
             return await anyio.to_thread.run_sync(wait)
         except queue.Empty:
             raise Failure(f"no redirect reached the callback listener within {timeout:.0f} s") from None
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+class DocumentServer:
+    """The client ID metadata document, served over https on loopback as
+    https://localhost:PORT/client-metadata.json; `fetches` lists the
+    User-Agent of every GET of it."""
+
+    def __init__(self, cert: str, key: str, redirect_uri: str) -> None:
+        self.fetches: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                if self.path != "/client-metadata.json":
+                    self.send_error(404)
+                    return
+                user_agent = self.headers.get("user-agent") or ""
+                server.fetches.append(user_agent)
+                say(f"  document server: served the client metadata document over https to {user_agent or 'no user-agent'}")
+                body = json.dumps(server.document()).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
+                pass
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.redirect_uri = redirect_uri
+        self.document_url = f"https://localhost:{self.server.server_address[1]}/client-metadata.json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "client_id": self.document_url,
+            "client_name": "mcpgate interop py-oauth-client (CIMD)",
+            "redirect_uris": [self.redirect_uri],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+        }
 
     def close(self) -> None:
         self.server.shutdown()
@@ -247,6 +289,9 @@ async def call_echo(client: Client, args: argparse.Namespace, label: str) -> tup
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     listener = Listener()
+    documents = DocumentServer(args.tls_cert, args.tls_key, listener.redirect_uri) if args.registration == "cimd" else None
+    if documents is not None:
+        say(f"client metadata document at {documents.document_url}")
     exchanges = Exchanges()
     state: dict[str, Any] = {"browser_allowed": True, "authorizations": []}
     url_path = urlparse(args.url).path
@@ -279,15 +324,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             raise Failure(f"authorization error {params['error']}: {params.get('error_description', '')}")
         return AuthorizationCodeResult(code=params.get("code", ""), state=params.get("state"), iss=params.get("iss"))
 
-    preset = None
-    if args.registration == "cimd":
-        preset = OAuthClientInformationFull(
-            client_id=listener.document_url,
-            redirect_uris=[listener.redirect_uri],
-            token_endpoint_auth_method="none",
-            grant_types=["authorization_code", "refresh_token"],
-        )
-    storage = MemoryStorage(preset)
+    storage = MemoryStorage(None)
     provider = OAuthClientProvider(
         server_url=args.url,
         client_metadata=OAuthClientMetadata(
@@ -300,6 +337,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         storage=storage,
         redirect_handler=redirect_handler,
         callback_handler=callback_handler,
+        client_metadata_url=documents.document_url if documents is not None else None,
     )
 
     result: dict[str, Any] = {}
@@ -318,7 +356,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             # raises inside the client's task group and closes it.
             try:
                 async with client:
-                    await steps_1_to_3(client, args, exchanges, storage, provider, state, url_path, result)
+                    await steps_1_to_3(client, args, exchanges, storage, provider, state, url_path, result, documents)
                     say("step 4: the next call must be refused")
                     state["browser_allowed"] = False
                     # The SDK logs the refused re-authorization with a traceback; it is expected here.
@@ -349,6 +387,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 say(f"  http: POST {urlparse(result['token_endpoint']).path} grant_type=refresh_token (the revoked one) -> {r.status_code} error={error}")
                 if r.status_code != 400 or error != "invalid_grant":
                     raise Failure(f"step 4: the revoked refresh token got {r.status_code} {r.text[:300]} (expected 400 invalid_grant)")
+            if documents is not None:
+                other = [c for c in authorization_client_ids(state) if c != documents.document_url]
+                if other:
+                    raise Failure(f"step 4: an authorization request used client_id {other[0]}, not the metadata document URL")
             return result["summary"]
     except Failure:
         raise
@@ -358,6 +400,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         raise Failure(f"unexpected error (step {phase}): {describe(err)}") from err
     finally:
         listener.close()
+        if documents is not None:
+            documents.close()
+
+
+def authorization_client_ids(state: dict[str, Any]) -> list[str | None]:
+    """The client_id of every authorization request the SDK made."""
+    return [parse_qs(urlparse(u).query).get("client_id", [None])[0] for u in state["authorizations"]]
 
 
 def first(err: BaseException, kind: type[BaseException]) -> BaseException | None:
@@ -383,6 +432,7 @@ async def steps_1_to_3(
     state: dict[str, Any],
     url_path: str,
     result: dict[str, Any],
+    documents: DocumentServer | None,
 ) -> None:
     """Authorization (already done by entering the client), call, refresh, revoke."""
     if not any(e["path"] == url_path and e["status"] == 401 for e in exchanges.items):
@@ -394,8 +444,26 @@ async def steps_1_to_3(
         if reg is None or reg["status"] not in (200, 201):
             raise Failure(f"step 1: dynamic registration failed: {reg}")
         say(f"  registered client_id {storage.client_info.client_id if storage.client_info else None} (HTTP {reg['status']})")
-    elif any(e["path"].endswith("/register") for e in exchanges.items):
-        raise Failure("step 1: the SDK registered although it had a CIMD client_id")
+    else:
+        assert documents is not None
+        meta = provider.context.oauth_metadata
+        if meta is None or meta.client_id_metadata_document_supported is not True:
+            raise Failure("step 1: the authorization server metadata does not say client_id_metadata_document_supported: true")
+        if any(e["path"].endswith("/register") for e in exchanges.items):
+            raise Failure("step 1: the SDK called the registration endpoint instead of using CIMD")
+        saved = storage.client_info.client_id if storage.client_info else None
+        if saved != documents.document_url:
+            raise Failure(f"step 1: the SDK stored client_id {saved}, not the metadata document URL {documents.document_url}")
+        sent = authorization_client_ids(state)
+        if sent[:1] != [documents.document_url]:
+            raise Failure(f"step 1: the authorization request's client_id is {sent[:1]}, not {documents.document_url}")
+        by_gateway = [ua for ua in documents.fetches if ua.startswith("mcpgate/")]
+        if not by_gateway:
+            raise Failure(f"step 1: the gateway never fetched the client metadata document over https (fetches: {documents.fetches})")
+        say(
+            f"  the SDK chose CIMD itself: client_id {saved}, no registration request; "
+            f"the gateway fetched the document over https {len(by_gateway)} time(s) ({by_gateway[0]})"
+        )
     code_ex = next((e for e in exchanges.items if e["detail"] == "grant_type=authorization_code"), None)
     if code_ex is None or code_ex["status"] != 200:
         raise Failure(f"step 1: code redemption: {code_ex}")
@@ -446,6 +514,8 @@ async def steps_1_to_3(
             "echo": text,
             "client": "python-sdk-oauth",
             "registration": args.registration,
+            "clientId": client_id,
+            "documentFetches": len(documents.fetches) if documents is not None else None,
             "protocolVersion": client.protocol_version,
             "server": client.server_info.name if client.server_info else None,
             "refreshTokenRotated": rotated,
@@ -457,6 +527,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url")
     parser.add_argument("--registration", choices=["dcr", "cimd"], default="dcr")
+    parser.add_argument("--tls-cert", help="PEM certificate for localhost, to serve the CIMD document over https")
+    parser.add_argument("--tls-key", help="its PEM private key")
     parser.add_argument("--tool", default="echo")
     parser.add_argument("--tool-args")
     parser.add_argument("--expect")
@@ -464,6 +536,8 @@ def main() -> int:
     parser.add_argument("--screenshots")
     parser.add_argument("--timeout", type=float, default=90.0)
     args = parser.parse_args()
+    if args.registration == "cimd" and not (args.tls_cert and args.tls_key):
+        parser.error("--registration cimd needs --tls-cert and --tls-key (the SDK accepts only an https client_metadata_url)")
     if not os.environ.get("MCPGATE_TEST_USER") or not os.environ.get("MCPGATE_TEST_PASSWORD"):
         print("py-oauth-client: set MCPGATE_TEST_USER and MCPGATE_TEST_PASSWORD", file=sys.stderr)
         return 1

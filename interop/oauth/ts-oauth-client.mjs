@@ -3,8 +3,8 @@
 // StreamableHTTPClientTransport through an OAuthClientProvider) end to end
 // against a route protected by mcpgate's authorization server.
 //
-//   node ts-oauth-client.mjs URL [--registration dcr|cimd] [--tool echo] [--tool-args JSON]
-//       [--expect TEXT] [--screenshots DIR] [--timeout-ms 90000]
+//   node ts-oauth-client.mjs URL [--registration dcr|cimd] [--tls-cert PEM --tls-key PEM]
+//       [--tool echo] [--tool-args JSON] [--expect TEXT] [--screenshots DIR] [--timeout-ms 90000]
 //       user and password from $MCPGATE_TEST_USER / $MCPGATE_TEST_PASSWORD
 //
 // Steps, each printed as it happens (with every HTTP exchange the SDK made):
@@ -23,15 +23,24 @@
 //  6. the next call is refused: 401 for the access token of the revoked
 //     grant, invalid_grant for the refresh token, and the SDK falls back to
 //     asking for a new authorization (not given).
-// Registration: `dcr` lets the SDK register (RFC 7591). `cimd` hands the SDK
-// a client ID metadata document URL served by the loopback listener as a
-// pre-registered client_id: the SDK picks CIMD on its own only for an https
-// clientMetadataUrl, which a loopback test cannot serve to the gateway.
+// Registration: `dcr` lets the SDK register (RFC 7591): the provider has no
+// client information and no clientMetadataUrl. `cimd` gives the provider a
+// clientMetadataUrl, https://localhost:PORT/client-metadata.json, served by
+// this script over https (node:https with --tls-cert/--tls-key, a certificate
+// for localhost that the gateway trusts, e.g. through SSL_CERT_FILE), and
+// again no client information: the SDK itself chooses the URL as its
+// client_id because the authorization server metadata says
+// client_id_metadata_document_supported: true. Checked: the SDK saved the
+// URL as its client_id, every authorization request carries it, it never
+// called the registration endpoint, and the gateway fetched the document
+// (User-Agent mcpgate/...) before the login page.
 // Prints a JSON line {"tools":[...], "echo":..., ...} at the end and exits 0;
 // exits 1 with the reason on stderr at the first deviation.
 
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import http from "node:http";
+import https from "node:https";
 
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { UnauthorizedError } from "@modelcontextprotocol/sdk/client/auth.js";
@@ -51,7 +60,10 @@ function say(line) {
 }
 
 function parseArgs(argv) {
-  const opts = { url: null, registration: "dcr", tool: "echo", toolArgs: null, expect: null, screenshots: null, timeoutMs: 90000 };
+  const opts = {
+    url: null, registration: "dcr", tlsCert: null, tlsKey: null, tool: "echo", toolArgs: null, expect: null,
+    screenshots: null, timeoutMs: 90000,
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -59,6 +71,8 @@ function parseArgs(argv) {
       return argv[++i];
     };
     if (arg === "--registration") opts.registration = value();
+    else if (arg === "--tls-cert") opts.tlsCert = value();
+    else if (arg === "--tls-key") opts.tlsKey = value();
     else if (arg === "--tool") opts.tool = value();
     else if (arg === "--tool-args") {
       try {
@@ -73,8 +87,13 @@ function parseArgs(argv) {
     else if (opts.url === null) opts.url = arg;
     else fail(`unexpected argument ${arg}`);
   }
-  if (!opts.url) fail("usage: ts-oauth-client.mjs URL [--registration dcr|cimd] [--tool NAME] [--tool-args JSON] [--expect TEXT]");
+  if (!opts.url) {
+    fail("usage: ts-oauth-client.mjs URL [--registration dcr|cimd] [--tls-cert PEM --tls-key PEM] [--tool NAME] [--tool-args JSON] [--expect TEXT]");
+  }
   if (!["dcr", "cimd"].includes(opts.registration)) fail("--registration must be dcr or cimd");
+  if (opts.registration === "cimd" && (!opts.tlsCert || !opts.tlsKey)) {
+    fail("--registration cimd needs --tls-cert and --tls-key (the SDK accepts only an https clientMetadataUrl)");
+  }
   if (!process.env.MCPGATE_TEST_USER || !process.env.MCPGATE_TEST_PASSWORD) {
     fail("set MCPGATE_TEST_USER and MCPGATE_TEST_PASSWORD");
   }
@@ -87,11 +106,8 @@ function describe(err) {
   return `${err?.name ?? "Error"}${code}: ${err?.message ?? err}${cause}`;
 }
 
-/**
- * The client's loopback listener: /callback catches the authorization
- * response; /client-metadata.json is the client ID metadata document.
- */
-async function startListener(metadataFor) {
+/** The client's loopback listener (plain http): /callback catches the authorization response. */
+async function startListener() {
   const waiters = [];
   const received = [];
   let base;
@@ -104,10 +120,6 @@ async function startListener(metadataFor) {
       const w = waiters.shift();
       if (w) w(params);
       else received.push(params);
-    } else if (url.pathname === "/client-metadata.json") {
-      say(`  listener: served the client metadata document (${req.headers["user-agent"] ?? "no user-agent"})`);
-      res.writeHead(200, { "content-type": "application/json" });
-      res.end(JSON.stringify(metadataFor(`${base}/client-metadata.json`)));
     } else {
       res.writeHead(404).end();
     }
@@ -116,17 +128,40 @@ async function startListener(metadataFor) {
   base = `http://127.0.0.1:${server.address().port}`;
   return {
     redirectUri: `${base}/callback`,
-    documentUrl: `${base}/client-metadata.json`,
     nextCallback: () => (received.length ? Promise.resolve(received.shift()) : new Promise((r) => waiters.push(r))),
     close: () => server.close(),
   };
 }
 
+/**
+ * The client ID metadata document, served over https on loopback as
+ * https://localhost:PORT/client-metadata.json; `fetches` records who got it.
+ */
+async function startDocumentServer({ cert, key, documentFor }) {
+  const fetches = [];
+  let documentUrl;
+  const server = https.createServer({ cert: readFileSync(cert), key: readFileSync(key) }, (req, res) => {
+    if (req.method === "GET" && req.url === "/client-metadata.json") {
+      const userAgent = req.headers["user-agent"] ?? "";
+      fetches.push({ userAgent });
+      say(`  document server: served the client metadata document over https to ${userAgent || "no user-agent"}`);
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify(documentFor(documentUrl)));
+    } else {
+      res.writeHead(404).end();
+    }
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  documentUrl = `https://localhost:${server.address().port}/client-metadata.json`;
+  return { documentUrl, fetches, close: () => server.close() };
+}
+
 /** An in-memory OAuthClientProvider whose user agent is browser.mjs. */
 class Provider {
-  constructor({ redirectUri, clientInformation, screenshots }) {
+  constructor({ redirectUri, clientMetadataUrl, screenshots }) {
     this._redirectUri = redirectUri;
-    this._client = clientInformation;
+    this._clientMetadataUrl = clientMetadataUrl;
+    this._client = undefined;
     this._tokens = undefined;
     this._verifier = undefined;
     this.screenshots = screenshots;
@@ -139,6 +174,11 @@ class Provider {
 
   get redirectUrl() {
     return this._redirectUri;
+  }
+
+  /** CIMD: the SDK uses this as the client_id when the AS supports it. */
+  get clientMetadataUrl() {
+    return this._clientMetadataUrl;
   }
 
   get clientMetadata() {
@@ -161,6 +201,7 @@ class Provider {
   }
 
   saveClientInformation(info) {
+    say(`  provider: SDK saved client information: client_id=${info?.client_id}`);
     this._client = info;
   }
 
@@ -276,17 +317,26 @@ async function main(opts) {
   const exchanges = [];
   const fetchFn = recordingFetch(exchanges);
   const since = (mark) => exchanges.slice(mark);
-  const listener = await startListener((documentUrl) => ({
-    client_id: documentUrl,
-    client_name: "mcpgate interop ts-oauth-client (CIMD)",
-    redirect_uris: [`${documentUrl.replace(/\/client-metadata\.json$/, "")}/callback`],
-    grant_types: ["authorization_code", "refresh_token"],
-    response_types: ["code"],
-    token_endpoint_auth_method: "none",
-  }));
+  const listener = await startListener();
+  let documents = null;
+  if (opts.registration === "cimd") {
+    documents = await startDocumentServer({
+      cert: opts.tlsCert,
+      key: opts.tlsKey,
+      documentFor: (documentUrl) => ({
+        client_id: documentUrl,
+        client_name: "mcpgate interop ts-oauth-client (CIMD)",
+        redirect_uris: [listener.redirectUri],
+        grant_types: ["authorization_code", "refresh_token"],
+        response_types: ["code"],
+        token_endpoint_auth_method: "none",
+      }),
+    });
+    say(`client metadata document at ${documents.documentUrl}`);
+  }
   const provider = new Provider({
     redirectUri: listener.redirectUri,
-    clientInformation: opts.registration === "cimd" ? { client_id: listener.documentUrl } : undefined,
+    clientMetadataUrl: documents?.documentUrl,
     screenshots: opts.screenshots,
   });
   const serverUrl = new URL(opts.url);
@@ -315,10 +365,26 @@ async function main(opts) {
       const reg = exchanges.find((e) => e.method === "POST" && e.path.endsWith("/register"));
       if (!reg || reg.status !== 201) fail(`step 1: dynamic registration did not answer 201: ${JSON.stringify(reg)}`);
       say(`  registered client_id ${provider.clientInformation()?.client_id}`);
-    } else if (exchanges.some((e) => e.path.endsWith("/register"))) {
-      fail("step 1: the SDK registered although it had a CIMD client_id");
+    } else {
+      const asMeta = provider.discovery?.authorizationServerMetadata;
+      if (asMeta?.client_id_metadata_document_supported !== true) {
+        fail("step 1: the authorization server metadata does not say client_id_metadata_document_supported: true");
+      }
+      if (exchanges.some((e) => e.path.endsWith("/register"))) fail("step 1: the SDK called the registration endpoint instead of using CIMD");
+      const saved = provider.clientInformation()?.client_id;
+      if (saved !== documents.documentUrl) fail(`step 1: the SDK saved client_id ${saved}, not the metadata document URL ${documents.documentUrl}`);
+      say(`  the SDK chose CIMD itself: client_id ${saved}, no registration request`);
     }
     if (provider.authorizationRequests.length !== 1) fail("step 1: the SDK did not ask for an authorization");
+    if (documents) {
+      const sent = provider.authorizationRequests[0].searchParams.get("client_id");
+      if (sent !== documents.documentUrl) fail(`step 1: the authorization request's client_id is ${sent}, not ${documents.documentUrl}`);
+      const byGateway = documents.fetches.filter((f) => f.userAgent.startsWith("mcpgate/"));
+      if (!byGateway.length) {
+        fail(`step 1: the gateway never fetched the client metadata document over https (fetches: ${JSON.stringify(documents.fetches)})`);
+      }
+      say(`  the gateway fetched the document over https ${byGateway.length} time(s) (${byGateway[0].userAgent})`);
+    }
     const callback = await Promise.race([
       listener.nextCallback(),
       new Promise((_, reject) => setTimeout(() => reject(new Error("no callback within 10 s")), 10000)),
@@ -392,12 +458,18 @@ async function main(opts) {
     }
     say(`  refused: ${describe(refused)}; the SDK ${refresh6 ? "got invalid_grant when refreshing and " : ""}` +
       `${provider.authorizationRequests.length > 1 ? "asked for a new authorization" : "gave up"}`);
+    if (documents) {
+      const other = provider.authorizationRequests.map((u) => u.searchParams.get("client_id")).filter((c) => c !== documents.documentUrl);
+      if (other.length) fail(`step 6: an authorization request used client_id ${other[0]}, not the metadata document URL`);
+    }
 
     console.log(JSON.stringify({
       tools: names,
       echo: text,
       client: "typescript-sdk-oauth",
       registration: opts.registration,
+      clientId: provider.clientInformation()?.client_id ?? clientId,
+      documentFetches: documents ? documents.fetches.length : null,
       protocolVersion: transport.protocolVersion ?? null,
       server: client.getServerVersion()?.name ?? null,
       refreshTokenRotated: tokens2.refresh_token !== tokens1.refresh_token,
@@ -407,6 +479,7 @@ async function main(opts) {
     fail(`unexpected error: ${describe(err)}${err?.stack ? `\n${err.stack}` : ""}`);
   } finally {
     listener.close();
+    documents?.close();
   }
 }
 
