@@ -1298,3 +1298,42 @@ async fn token_endpoint_and_login_are_rate_limited_per_address() {
     assert!(page.location.is_none());
     assert!(page.headers.contains_key("retry-after"));
 }
+
+#[tokio::test]
+async fn issuer_and_endpoints_ignore_host_and_forwarded_headers() {
+    let gw = Gw::start("").await;
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-protected-resource/mcp",
+    ] {
+        let r = gw
+            .http
+            .get(format!("{}{path}", gw.base))
+            .header("x-forwarded-host", "evil.example")
+            .header("x-forwarded-proto", "https")
+            .header("forwarded", "host=evil.example;proto=https")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let text = r.text().await.unwrap();
+        assert!(!text.contains("evil.example"), "{path}: {text}");
+        assert!(text.contains(&gw.base), "{path}");
+    }
+    // A foreign Host is not reflected either (on a loopback public_url it
+    // is refused outright, or answered with the configured issuer).
+    let r = gw
+        .http
+        .get(format!(
+            "{}/.well-known/oauth-authorization-server",
+            gw.base
+        ))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("evil.example"), "{status}: {text}");
+}
