@@ -34,8 +34,9 @@ const H_NAME: http::HeaderName = http::HeaderName::from_static(mcp::HEADER_NAME)
 const H_SESSION_ID: http::HeaderName = http::HeaderName::from_static(mcp::HEADER_SESSION_ID);
 use crate::authn::Audience;
 use crate::error::{ErrorContext, Reject};
+use crate::filter::{ListFilter, ListKind};
 use crate::metrics::{ReasonLabels, RequestLabels, method_label};
-use crate::proxy::http::{Identity, ToolFilter};
+use crate::proxy::http::Identity;
 use crate::proxy::stdio::CallerEnv;
 use crate::route::{RouteRuntime, UpstreamRuntime, is_loopback_host};
 
@@ -276,19 +277,20 @@ async fn run(
         .map_err(Reject::RateLimited)?;
 
     // 6. Proxy.
-    let filter: Option<ToolFilter> = match messages.as_slice() {
+    let filter: Option<ListFilter> = match messages.as_slice() {
         [Message::Request { id, method, .. }]
             if method == "tools/list" && route.filters_tools() =>
         {
             let cfg = route.config.clone();
             let eff = effective.clone().into_owned();
             let keep = move |name: &str| {
-                let hidden = cfg.tools_exclude.iter().any(|t| t == name)
-                    || (!cfg.tools_include.is_empty()
-                        && !cfg.tools_include.iter().any(|t| t == name));
-                !hidden && crate::authz::tool_allowed(&cfg, name, &eff)
+                !cfg.tool_hidden(name) && crate::authz::tool_allowed(&cfg, name, &eff)
             };
-            Some((id.clone(), Box::new(keep)))
+            Some(ListFilter {
+                id: id.clone(),
+                kind: ListKind::Tools,
+                keep: Box::new(keep),
+            })
         }
         _ => None,
     };

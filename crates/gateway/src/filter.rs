@@ -1,28 +1,81 @@
-//! Filtering `tools/list` results to the tools the caller may call.
+//! Filtering `tools/list`, `prompts/list` and `resources/list` results to
+//! what the caller may use.
 //!
-//! Applied to the upstream's answer to a `tools/list` request, whether it
-//! came as one JSON object or inside an SSE stream. Any result that was
+//! Applied to the upstream's answer to a list request, whether it came as
+//! one JSON object or inside an SSE stream. Any result that was
 //! filtered is marked `cacheScope: "private"` (2026-07-28 caching: a
 //! per-caller list must not be shared between authorization contexts).
 
 use mcpgate_core::jsonrpc::Id;
 use serde_json::Value;
 
-/// Rewrites one JSON-RPC response in place if it answers `id` with a tool
-/// list; `keep` decides per tool name. Returns whether anything changed.
-pub fn filter_tools_response(msg: &mut Value, id: &Id, keep: &dyn Fn(&str) -> bool) -> bool {
+/// Which list a filtered response carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    Tools,
+    Prompts,
+    Resources,
+}
+
+impl ListKind {
+    /// The list a method answers, if it is one of the filtered lists.
+    pub fn of_method(method: &str) -> Option<Self> {
+        match method {
+            "tools/list" => Some(ListKind::Tools),
+            "prompts/list" => Some(ListKind::Prompts),
+            "resources/list" => Some(ListKind::Resources),
+            _ => None,
+        }
+    }
+
+    /// (result member holding the list, member naming an item).
+    fn members(self) -> (&'static str, &'static str) {
+        match self {
+            ListKind::Tools => ("tools", "name"),
+            ListKind::Prompts => ("prompts", "name"),
+            ListKind::Resources => ("resources", "uri"),
+        }
+    }
+}
+
+/// A list answer to filter: the request id, the list, and the keep
+/// predicate (called with an item's name, or a resource's URI).
+pub struct ListFilter {
+    pub id: Id,
+    pub kind: ListKind,
+    pub keep: Box<dyn Fn(&str) -> bool + Send + Sync>,
+}
+
+impl std::fmt::Debug for ListFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListFilter")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Rewrites one JSON-RPC response in place if it answers `id` with a list
+/// of `kind`; `keep` decides per item. Returns whether anything changed.
+pub fn filter_list_response(
+    msg: &mut Value,
+    id: &Id,
+    kind: ListKind,
+    keep: &dyn Fn(&str) -> bool,
+) -> bool {
     if msg.get("id") != Some(&id.to_value()) {
         return false;
     }
     let Some(result) = msg.get_mut("result").and_then(Value::as_object_mut) else {
         return false;
     };
-    let Some(tools) = result.get_mut("tools").and_then(Value::as_array_mut) else {
+    let (list, key) = kind.members();
+    let Some(items) = result.get_mut(list).and_then(Value::as_array_mut) else {
         return false;
     };
-    let before = tools.len();
-    tools.retain(|t| t.get("name").and_then(Value::as_str).is_some_and(keep));
-    let changed = tools.len() != before;
+    let before = items.len();
+    items.retain(|t| t.get(key).and_then(Value::as_str).is_some_and(keep));
+    let changed = items.len() != before;
     if result.contains_key("cacheScope") {
         result.insert("cacheScope".into(), Value::from("private"));
     }
@@ -31,9 +84,14 @@ pub fn filter_tools_response(msg: &mut Value, id: &Id, keep: &dyn Fn(&str) -> bo
 
 /// Rewrites a JSON body; returns the new bytes, or `None` to keep the
 /// original (not JSON, or not the answer).
-pub fn filter_json_body(bytes: &[u8], id: &Id, keep: &dyn Fn(&str) -> bool) -> Option<Vec<u8>> {
+pub fn filter_json_body(
+    bytes: &[u8],
+    id: &Id,
+    kind: ListKind,
+    keep: &dyn Fn(&str) -> bool,
+) -> Option<Vec<u8>> {
     let mut v: Value = serde_json::from_slice(bytes).ok()?;
-    filter_tools_response(&mut v, id, keep);
+    filter_list_response(&mut v, id, kind, keep);
     serde_json::to_vec(&v).ok()
 }
 
@@ -45,15 +103,17 @@ pub fn filter_json_body(bytes: &[u8], id: &Id, keep: &dyn Fn(&str) -> bool) -> O
 #[derive(Debug)]
 pub struct SseFilter<F: Fn(&str) -> bool> {
     id: Id,
+    kind: ListKind,
     keep: F,
     buf: Vec<u8>,
     done: bool,
 }
 
 impl<F: Fn(&str) -> bool> SseFilter<F> {
-    pub fn new(id: Id, keep: F) -> Self {
+    pub fn new(id: Id, kind: ListKind, keep: F) -> Self {
         Self {
             id,
+            kind,
             keep,
             buf: Vec::new(),
             done: false,
@@ -107,7 +167,7 @@ impl<F: Fn(&str) -> bool> SseFilter<F> {
         if v.get("id") != Some(&self.id.to_value()) {
             return [event, sep].concat();
         }
-        filter_tools_response(&mut v, &self.id, &self.keep);
+        filter_list_response(&mut v, &self.id, self.kind, &self.keep);
         self.done = true;
         let mut out = String::new();
         for o in others {
@@ -151,7 +211,7 @@ mod tests {
     #[test]
     fn json_result_is_filtered_and_marked_private() {
         let body = br#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"echo"},{"name":"secret"}],"cacheScope":"public","ttlMs":1000}}"#;
-        let out = filter_json_body(body, &Id::Num(2.into()), &keep).unwrap();
+        let out = filter_json_body(body, &Id::Num(2.into()), ListKind::Tools, &keep).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["result"]["tools"].as_array().unwrap().len(), 1);
         assert_eq!(v["result"]["tools"][0]["name"], "echo");
@@ -164,14 +224,19 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"secret"}]}}"#,
         )
         .unwrap();
-        assert!(!filter_tools_response(&mut v, &Id::Num(2.into()), &keep));
+        assert!(!filter_list_response(
+            &mut v,
+            &Id::Num(2.into()),
+            ListKind::Tools,
+            &keep
+        ));
         assert_eq!(v["result"]["tools"][0]["name"], "secret");
     }
 
     #[test]
     fn sse_stream_is_filtered_across_chunk_boundaries() {
         let stream = b"id: 1\ndata: \n\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\nevent: message\nid: 2\ndata: {\"jsonrpc\":\"2.0\",\"id\":\"a\",\"result\":{\"tools\":[{\"name\":\"echo\"},{\"name\":\"secret\"}]}}\n\n";
-        let mut f = SseFilter::new(Id::Str("a".into()), keep);
+        let mut f = SseFilter::new(Id::Str("a".into()), ListKind::Tools, keep);
         let mut out = Vec::new();
         for chunk in stream.chunks(7) {
             out.extend(f.push(chunk));
@@ -192,7 +257,7 @@ mod tests {
         use proptest::prelude::*;
 
         fn run(stream: &[u8], cuts: &[usize]) -> Vec<u8> {
-            let mut f = SseFilter::new(Id::Num(7.into()), keep);
+            let mut f = SseFilter::new(Id::Num(7.into()), ListKind::Tools, keep);
             let mut out = Vec::new();
             let mut last = 0;
             let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();

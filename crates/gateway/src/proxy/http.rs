@@ -16,7 +16,6 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, h
 use http_body_util::BodyExt as _;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use mcpgate_core::jsonrpc::Id;
 
 use super::{STRIPPED_RESPONSE_HEADERS, Tracked};
 use crate::error::Reject;
@@ -86,8 +85,7 @@ pub struct Identity<'a> {
     pub scopes: Option<&'a str>,
 }
 
-/// A `tools/list` answer to filter: the request id and the keep predicate.
-pub type ToolFilter = (Id, Box<dyn Fn(&str) -> bool + Send + Sync>);
+pub use crate::filter::ListFilter;
 
 impl HttpUpstream {
     pub fn new(url: &str, client: Client, timeout_secs: u64) -> Result<Self, String> {
@@ -109,7 +107,7 @@ impl HttpUpstream {
         headers: &HeaderMap,
         body: Bytes,
         identity: &Identity<'_>,
-        filter: Option<ToolFilter>,
+        filter: Option<ListFilter>,
         metrics: &Metrics,
         route: &str,
     ) -> Result<Response<Body>, Reject> {
@@ -154,21 +152,25 @@ impl HttpUpstream {
             .is_some_and(|ct| ct.starts_with("application/json"));
 
         let body = match filter {
-            Some((id, keep)) if is_json && parts.status.is_success() => {
+            Some(ListFilter { id, kind, keep }) if is_json && parts.status.is_success() => {
                 let bytes = http_body_util::Limited::new(incoming, MAX_REWRITE)
                     .collect()
                     .await
                     .map_err(|e| Reject::Upstream(e.to_string()))?
                     .to_bytes();
                 parts.headers.remove(header::CONTENT_LENGTH);
-                match filter_json_body(&bytes, &id, &keep) {
+                match filter_json_body(&bytes, &id, kind, &keep) {
                     Some(v) => Body::from(v),
                     None => Body::from(bytes),
                 }
             }
-            Some((id, keep)) if is_sse => {
+            Some(ListFilter { id, kind, keep }) if is_sse => {
                 parts.headers.remove(header::CONTENT_LENGTH);
-                let state = (incoming.into_data_stream(), SseFilter::new(id, keep), false);
+                let state = (
+                    incoming.into_data_stream(),
+                    SseFilter::new(id, kind, keep),
+                    false,
+                );
                 let stream =
                     futures_util::stream::unfold(state, |(mut s, mut f, ended)| async move {
                         if ended {

@@ -33,7 +33,7 @@ use tokio::process::{ChildStdin, Command};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Tracked;
-use super::http::ToolFilter;
+use super::http::ListFilter;
 use crate::error::Reject;
 use crate::metrics::Metrics;
 
@@ -202,7 +202,7 @@ impl StdioUpstream {
         session: Option<&str>,
         msg: &Message,
         body: &[u8],
-        filter: Option<ToolFilter>,
+        filter: Option<ListFilter>,
     ) -> Result<Response<Body>, Reject> {
         // One compact line: a client may send pretty-printed JSON.
         let value: Value =
@@ -324,7 +324,7 @@ impl StdioUpstream {
         owner: &str,
         caller: &CallerEnv,
         msg: &Message,
-        filter: Option<ToolFilter>,
+        filter: Option<ListFilter>,
     ) -> Result<Response<Body>, Reject> {
         let Message::Request { id, method, params } = msg else {
             // 2026-07-28 defines no client-to-server notifications over HTTP.
@@ -691,10 +691,10 @@ async fn reaper(up: Weak<StdioUpstream>, period: Duration) {
 }
 
 /// The reply to a request as an `application/json` response, filtered to
-/// the caller's tools when it answers `tools/list`.
-fn json_reply(mut reply: Value, filter: Option<ToolFilter>) -> Result<Response<Body>, Reject> {
-    if let Some((fid, keep)) = filter {
-        crate::filter::filter_tools_response(&mut reply, &fid, &keep);
+/// what the caller may use when it answers a list request.
+fn json_reply(mut reply: Value, filter: Option<ListFilter>) -> Result<Response<Body>, Reject> {
+    if let Some(f) = filter {
+        crate::filter::filter_list_response(&mut reply, &f.id, f.kind, &f.keep);
     }
     let bytes = serde_json::to_vec(&reply).map_err(|e| Reject::Upstream(e.to_string()))?;
     let mut resp = Response::new(Body::from(bytes));
