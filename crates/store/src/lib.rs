@@ -1,5 +1,7 @@
 //! Persistent state for the mcpgate gateway: one [`Store`] trait, two SQL
-//! backends, and their migrations.
+//! backends, and their migrations; and, beside it, the [`AuditStore`] trait
+//! for the tamper-evident audit trail (see [`open_audit`]), implemented by
+//! the same backends.
 //!
 //! # Trust boundary
 //!
@@ -48,8 +50,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+mod audit;
 mod migrate;
 mod sql;
+
+pub use audit::{
+    AUDIT_HASH_LEN, AuditCheckpoint, AuditHead, AuditRecord, AuditSealer, AuditStore, SealedBatch,
+};
 
 /// The tenant of single-tenant deployments.
 pub const DEFAULT_TENANT: &str = "default";
@@ -783,6 +790,26 @@ pub trait Store: Send + Sync + fmt::Debug {
 /// creating or migrating is waited for (up to the 5 s busy timeout). Errors
 /// never contain the URL's password.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(open_sql(url).await?))
+}
+
+/// Opens the database at `url` for the audit trail ([`AuditStore`]),
+/// applying pending migrations, like [`open`]. The audit trail may live in
+/// the gateway's database or in one of its own.
+pub async fn open_audit(url: &str) -> Result<Arc<dyn AuditStore>, StoreError> {
+    Ok(Arc::new(open_sql(url).await?))
+}
+
+/// Opens the database at `url` once, as both a [`Store`] and an
+/// [`AuditStore`] sharing one connection pool.
+pub async fn open_with_audit(
+    url: &str,
+) -> Result<(Arc<dyn Store>, Arc<dyn AuditStore>), StoreError> {
+    let store = Arc::new(open_sql(url).await?);
+    Ok((store.clone(), store))
+}
+
+async fn open_sql(url: &str) -> Result<sql::SqlStore, StoreError> {
     let store = match scheme(url) {
         Some("sqlite") => sql::SqlStore::open_sqlite(url).await?,
         Some("postgres" | "postgresql") => sql::SqlStore::open_postgres(url).await?,
@@ -794,7 +821,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         backend = store.backend(),
         "store opened, migrations applied"
     );
-    Ok(Arc::new(store))
+    Ok(store)
 }
 
 /// The URL's scheme (RFC 3986 §3.1), if it has one.

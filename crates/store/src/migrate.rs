@@ -42,6 +42,11 @@ const SQLITE: Migrations = &[
         "grants",
         include_str!("../migrations/sqlite/0004_grants.sql"),
     ),
+    (
+        5,
+        "audit",
+        include_str!("../migrations/sqlite/0005_audit.sql"),
+    ),
 ];
 
 const POSTGRES: Migrations = &[
@@ -64,6 +69,11 @@ const POSTGRES: Migrations = &[
         4,
         "grants",
         include_str!("../migrations/postgres/0004_grants.sql"),
+    ),
+    (
+        5,
+        "audit",
+        include_str!("../migrations/postgres/0005_audit.sql"),
     ),
 ];
 

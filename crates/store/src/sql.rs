@@ -75,6 +75,7 @@ macro_rules! with_write_tx {
 }
 
 // Declared after the macros, which are in scope in them.
+mod audit;
 mod clients;
 mod consents;
 mod grants;

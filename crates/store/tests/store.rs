@@ -2154,6 +2154,9 @@ async fn sqlite_file_is_created_in_wal_mode() {
         [
             "_sqlx_migrations",
             "api_keys",
+            "audit_checkpoints",
+            "audit_heads",
+            "audit_records",
             "auth_codes",
             "client_assertion_jtis",
             "consents",
@@ -2178,4 +2181,354 @@ async fn sqlite_missing_directory_is_an_error() {
     let err = open(&url).await.unwrap_err();
     assert!(matches!(err, StoreError::Database(_)), "{err:?}");
     assert!(!dir.path().join("absent").exists());
+}
+
+// ---------------------------------------------------------------------------
+// Audit trail (`AuditStore`): appends under the chain's head lock, reads in
+// `seq` order. The store computes no hash; these tests seal with a stand-in
+// (`seq` and a batch marker in the hash bytes) and check what the store
+// guarantees: batches continue the head atomically, across handles
+// (processes) too, and come back as written.
+// ---------------------------------------------------------------------------
+
+use mcpgate_store::{
+    AuditCheckpoint, AuditHead, AuditRecord, AuditSealer, AuditStore, SealedBatch, open_audit,
+    open_with_audit,
+};
+
+impl Db {
+    async fn audit(&self) -> Arc<dyn AuditStore> {
+        open_audit(&self.url).await.unwrap()
+    }
+}
+
+/// Seals with stand-in hashes: bytes 0..8 the `seq`, byte 8 `marker`.
+/// Checkpoints every `checkpoint_every` records (never if 0).
+struct TestSealer {
+    marker: u8,
+    checkpoint_every: i64,
+}
+
+impl TestSealer {
+    fn new(marker: u8) -> Self {
+        TestSealer {
+            marker,
+            checkpoint_every: 0,
+        }
+    }
+}
+
+fn stand_in_hash(seq: i64, marker: u8) -> Vec<u8> {
+    let mut hash = vec![0u8; 32];
+    hash[..8].copy_from_slice(&seq.to_be_bytes());
+    hash[8] = marker;
+    hash
+}
+
+impl AuditSealer for TestSealer {
+    fn seal(&self, head: &AuditHead, records: &mut [AuditRecord]) -> SealedBatch {
+        let mut seq = head.seq;
+        let mut prev = head.hash.clone();
+        for rec in records.iter_mut() {
+            seq += 1;
+            rec.seq = seq;
+            rec.prev_hash = prev;
+            rec.hash = stand_in_hash(seq, self.marker);
+            rec.tag = format!("tag-{seq}");
+            prev = rec.hash.clone();
+        }
+        let every = self.checkpoint_every;
+        let checkpoint = (every > 0 && seq / every > head.seq / every).then(|| AuditCheckpoint {
+            chain_id: head.chain_id.clone(),
+            seq,
+            hash: prev.clone(),
+            time_ms: 1000 + seq,
+            tag: format!("cp-{seq}"),
+        });
+        SealedBatch {
+            head: AuditHead {
+                chain_id: head.chain_id.clone(),
+                seq,
+                hash: prev,
+                tag: format!("head-{seq}"),
+            },
+            checkpoint,
+        }
+    }
+}
+
+/// An unsealed record of `chain` at `time_ms`, every optional column set
+/// when `full`.
+fn audit_record(chain: &str, time_ms: i64, full: bool) -> AuditRecord {
+    let some = |v: &str| full.then(|| v.to_owned());
+    AuditRecord {
+        chain_id: chain.to_owned(),
+        seq: 0,
+        time_ms,
+        kind: "mcp_request".to_owned(),
+        route: some("github"),
+        subject: some("alice"),
+        client_id: some("client-1"),
+        method: some("tools/call"),
+        name: some("search_issues"),
+        outcome: "ok".to_owned(),
+        reason: some("because"),
+        policy_ids: r#"["p1","p2"]"#.to_owned(),
+        args_digest: some("ab12"),
+        latency_us: full.then_some(1234),
+        peer: some("127.0.0.1:5000"),
+        details: some(r#"{"jti":"j1","n":1.5}"#),
+        prev_hash: Vec::new(),
+        hash: Vec::new(),
+        tag: String::new(),
+    }
+}
+
+/// Every record of `chain`, read a page of `page` at a time.
+async fn all_audit_records(
+    store: &Arc<dyn AuditStore>,
+    chain: &str,
+    page: u32,
+) -> Vec<AuditRecord> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let got = store.audit_records(chain, after, None, page).await.unwrap();
+        let Some(last) = got.last() else { return all };
+        after = last.seq;
+        all.extend(got);
+    }
+}
+
+/// Asserts `records` are 1..=n, each linked to its predecessor.
+fn assert_linear(records: &[AuditRecord]) {
+    let mut prev = vec![0u8; 32];
+    for (i, rec) in records.iter().enumerate() {
+        assert_eq!(rec.seq, i as i64 + 1, "seq without gaps");
+        assert_eq!(
+            rec.prev_hash, prev,
+            "record {} links to its predecessor",
+            rec.seq
+        );
+        prev = rec.hash.clone();
+    }
+}
+
+both_backends! {
+    async fn audit_append_round_trips_every_column_and_moves_the_head(db: &Db) {
+        let store = db.audit().await;
+        assert_eq!(store.audit_head("main").await.unwrap(), None);
+        assert_eq!(store.audit_chains().await.unwrap(), Vec::<String>::new());
+
+        let mut batch = vec![audit_record("main", 10, true), audit_record("main", 11, false)];
+        let sealed = store.append_audit("main", &mut batch, &TestSealer::new(1)).await.unwrap();
+        assert_eq!(sealed.head.seq, 2);
+        assert_eq!(batch[0].seq, 1, "the sealed fields are left in the caller's records");
+
+        let got = all_audit_records(&store, "main", 100).await;
+        assert_eq!(got, batch);
+        assert_eq!(got[0].details.as_deref(), Some(r#"{"jti":"j1","n":1.5}"#), "JSON text kept byte for byte");
+        assert_eq!(got[1].route, None);
+        assert_eq!(store.audit_head("main").await.unwrap(), Some(sealed.head.clone()));
+        assert_eq!(store.audit_chains().await.unwrap(), ["main"]);
+
+        // The next batch continues from the stored head.
+        let mut more = vec![audit_record("main", 12, false)];
+        store.append_audit("main", &mut more, &TestSealer::new(2)).await.unwrap();
+        let got = all_audit_records(&store, "main", 100).await;
+        assert_linear(&got);
+        assert_eq!(got.len(), 3);
+        assert_eq!(store.audit_head("main").await.unwrap().unwrap().seq, 3);
+    }
+
+    async fn audit_batches_larger_than_one_insert_statement(db: &Db) {
+        let store = db.audit().await;
+        let mut batch: Vec<AuditRecord> =
+            (0..300).map(|i| audit_record("main", i, i % 2 == 0)).collect();
+        store.append_audit("main", &mut batch, &TestSealer::new(1)).await.unwrap();
+        let got = all_audit_records(&store, "main", 128).await;
+        assert_eq!(got, batch);
+        assert_linear(&got);
+    }
+
+    async fn audit_concurrent_appends_from_two_processes_keep_one_linear_chain(db: &Db) {
+        // Two handles with their own pools, like two gateway replicas.
+        let replicas = [db.audit().await, db.audit().await];
+        let barrier = Arc::new(Barrier::new(8));
+        let mut tasks = Vec::new();
+        for t in 0..8u8 {
+            let store = replicas[usize::from(t % 2)].clone();
+            let barrier = barrier.clone();
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                for i in 0..10 {
+                    let mut batch: Vec<AuditRecord> =
+                        (0..5).map(|_| audit_record("main", i, false)).collect();
+                    store.append_audit("main", &mut batch, &TestSealer::new(t)).await.unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let got = all_audit_records(&replicas[0], "main", 1000).await;
+        assert_eq!(got.len(), 8 * 10 * 5);
+        assert_linear(&got);
+        // Each batch of 5 is contiguous: written under one lock.
+        for batch in got.chunks(5) {
+            assert!(batch.iter().all(|r| r.hash[8] == batch[0].hash[8]), "batches interleaved");
+        }
+        let head = replicas[1].audit_head("main").await.unwrap().unwrap();
+        assert_eq!((head.seq, head.hash.clone()), (400, got[399].hash.clone()));
+    }
+
+    async fn audit_sealed_batch_that_does_not_continue_the_head_is_rejected(db: &Db) {
+        struct Skipping;
+        impl AuditSealer for Skipping {
+            fn seal(&self, head: &AuditHead, records: &mut [AuditRecord]) -> SealedBatch {
+                let sealed = TestSealer::new(9).seal(head, records);
+                records[0].seq += 1;
+                sealed
+            }
+        }
+        struct Unlinked;
+        impl AuditSealer for Unlinked {
+            fn seal(&self, head: &AuditHead, records: &mut [AuditRecord]) -> SealedBatch {
+                let sealed = TestSealer::new(9).seal(head, records);
+                records[1].prev_hash = vec![7; 32];
+                sealed
+            }
+        }
+        struct WrongHead;
+        impl AuditSealer for WrongHead {
+            fn seal(&self, head: &AuditHead, records: &mut [AuditRecord]) -> SealedBatch {
+                let mut sealed = TestSealer::new(9).seal(head, records);
+                sealed.head.seq += 1;
+                sealed
+            }
+        }
+        let store = db.audit().await;
+        store.append_audit("main", &mut [audit_record("main", 1, false)], &TestSealer::new(1))
+            .await
+            .unwrap();
+        let sealers: [&dyn AuditSealer; 3] = [&Skipping, &Unlinked, &WrongHead];
+        for sealer in sealers {
+            let mut batch = vec![audit_record("main", 2, false), audit_record("main", 3, false)];
+            let err = store.append_audit("main", &mut batch, sealer).await.unwrap_err();
+            assert!(matches!(err, StoreError::InvalidRecord(_)), "{err:?}");
+        }
+        let mut other = vec![audit_record("other", 2, false)];
+        let err = store.append_audit("main", &mut other, &TestSealer::new(1)).await.unwrap_err();
+        assert!(matches!(err, StoreError::InvalidRecord(_)), "{err:?}");
+        // Nothing of the rejected batches was written.
+        assert_eq!(all_audit_records(&store, "main", 100).await.len(), 1);
+        assert_eq!(store.audit_head("main").await.unwrap().unwrap().seq, 1);
+    }
+
+    async fn audit_checkpoints_are_stored_with_their_batch(db: &Db) {
+        let store = db.audit().await;
+        let sealer = TestSealer { marker: 1, checkpoint_every: 4 };
+        for _ in 0..5 {
+            let mut batch = vec![audit_record("main", 1, false), audit_record("main", 2, false)];
+            store.append_audit("main", &mut batch, &sealer).await.unwrap();
+        }
+        let cps = store.audit_checkpoints("main", -1, 100).await.unwrap();
+        let seqs: Vec<i64> = cps.iter().map(|c| c.seq).collect();
+        assert_eq!(seqs, [4, 8]);
+        assert_eq!(cps[0].hash, stand_in_hash(4, 1));
+        assert_eq!((cps[1].time_ms, cps[1].tag.as_str()), (1008, "cp-8"));
+        assert_eq!(store.audit_checkpoints("main", 4, 100).await.unwrap().len(), 1);
+
+        // An empty batch moves nothing but may carry a checkpoint of the
+        // head; a second checkpoint of the same record keeps the first.
+        struct Again;
+        impl AuditSealer for Again {
+            fn seal(&self, head: &AuditHead, records: &mut [AuditRecord]) -> SealedBatch {
+                let mut sealed = TestSealer::new(1).seal(head, records);
+                sealed.checkpoint = Some(AuditCheckpoint {
+                    chain_id: head.chain_id.clone(),
+                    seq: head.seq,
+                    hash: head.hash.clone(),
+                    time_ms: 1,
+                    tag: "again".to_owned(),
+                });
+                sealed
+            }
+        }
+        let sealed = store.append_audit("main", &mut [], &Again).await.unwrap();
+        assert_eq!(sealed.head.seq, 10);
+        let sealed = store.append_audit("main", &mut [], &Again).await.unwrap();
+        assert_eq!(sealed.head.seq, 10);
+        let cps = store.audit_checkpoints("main", 8, 100).await.unwrap();
+        assert_eq!(cps.len(), 1);
+        assert_eq!((cps[0].seq, cps[0].time_ms), (10, 1));
+        assert_eq!(all_audit_records(&store, "main", 100).await.len(), 10);
+    }
+
+    async fn audit_empty_append_to_a_new_chain_creates_its_genesis_head(db: &Db) {
+        let store = db.audit().await;
+        let sealed = store.append_audit("fresh", &mut [], &TestSealer::new(1)).await.unwrap();
+        assert_eq!((sealed.head.seq, sealed.head.hash.clone()), (0, vec![0; 32]));
+        let head = store.audit_head("fresh").await.unwrap().unwrap();
+        assert_eq!((head.seq, head.tag.as_str()), (0, "head-0"));
+        assert_eq!(store.audit_chains().await.unwrap(), ["fresh"]);
+    }
+
+    async fn audit_chains_are_kept_apart_and_listed_bytewise(db: &Db) {
+        let store = db.audit().await;
+        for chain in ["main", "B", "a"] {
+            let mut batch = vec![audit_record(chain, 1, false)];
+            store.append_audit(chain, &mut batch, &TestSealer::new(1)).await.unwrap();
+        }
+        assert_eq!(store.audit_chains().await.unwrap(), ["B", "a", "main"]);
+        for chain in ["main", "B", "a"] {
+            let got = all_audit_records(&store, chain, 10).await;
+            assert_eq!(got.len(), 1);
+            assert_eq!((got[0].seq, got[0].chain_id.as_str()), (1, chain));
+        }
+    }
+
+    async fn audit_records_since_a_time(db: &Db) {
+        let store = db.audit().await;
+        // Times slightly out of order, as events queued by several callers are.
+        let times = [100, 200, 190, 300, 250, 400];
+        let mut batch: Vec<AuditRecord> =
+            times.iter().map(|&t| audit_record("main", t, false)).collect();
+        store.append_audit("main", &mut batch, &TestSealer::new(1)).await.unwrap();
+
+        assert_eq!(store.audit_first_seq_since("main", 195).await.unwrap(), Some(2));
+        assert_eq!(store.audit_first_seq_since("main", 260).await.unwrap(), Some(4));
+        assert_eq!(store.audit_first_seq_since("main", 401).await.unwrap(), None);
+        assert_eq!(store.audit_first_seq_since("other", 0).await.unwrap(), None);
+        let since: Vec<(i64, i64)> = store
+            .audit_records("main", 1, Some(195), 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.seq, r.time_ms))
+            .collect();
+        assert_eq!(since, [(2, 200), (4, 300), (5, 250), (6, 400)]);
+        let limited = store.audit_records("main", 0, None, 2).await.unwrap();
+        assert_eq!(limited.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2]);
+    }
+
+    async fn audit_and_store_share_one_open(db: &Db) {
+        let (store, audit) = open_with_audit(&db.url).await.unwrap();
+        store.ping().await.unwrap();
+        let mut batch = vec![audit_record("main", 1, false)];
+        audit.append_audit("main", &mut batch, &TestSealer::new(1)).await.unwrap();
+        assert_eq!(format!("{audit:?}"), format!("{store:?}"));
+        assert_eq!(all_audit_records(&db.audit().await, "main", 10).await.len(), 1);
+    }
+
+    async fn audit_head_row_tampered_back_makes_appends_fail_not_fork(db: &Db) {
+        let store = db.audit().await;
+        let mut batch = vec![audit_record("main", 1, false), audit_record("main", 2, false)];
+        store.append_audit("main", &mut batch, &TestSealer::new(1)).await.unwrap();
+        db.execute("UPDATE audit_heads SET seq = 1").await;
+        let mut next = vec![audit_record("main", 3, false)];
+        let err = store.append_audit("main", &mut next, &TestSealer::new(1)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Duplicate), "{err:?}");
+        assert_eq!(all_audit_records(&store, "main", 10).await.len(), 2);
+    }
 }
