@@ -76,6 +76,9 @@ enum Command {
         #[command(subcommand)]
         command: GrantsCommand,
     },
+    /// Check an MCP server's authorization the way clients discover it;
+    /// exit 1 when a MUST is violated.
+    Probe(probe::ProbeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -253,6 +256,7 @@ enum ApiKeyCommand {
 
 mod apikey;
 mod authserver;
+mod probe;
 mod user;
 
 use apikey::apikey;
@@ -293,6 +297,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                 common.json
             }
         },
+        Command::Probe(args) => args.json,
     };
     let result = match cli.command {
         Command::Serve { common, log_format } => serve(&common, log_format).await,
@@ -304,6 +309,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Keys { command } => keys(command).await,
         Command::User { command } => user(command).await,
         Command::Grants { command } => authserver::grants(command).await,
+        // Its own exit status: 1 means a MUST is violated, not a failure.
+        Command::Probe(args) => return probe::probe(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
