@@ -630,6 +630,12 @@ pub async fn post(
             }
             if action == "deny" {
                 tracing::info!(client_id = %pending.c, user = %session.u, "consent denied");
+                let _ = s
+                    .record(
+                        consent_event(&pending, &session.u, mcpgate_audit::outcome::DENIED),
+                        true,
+                    )
+                    .await;
                 return Back {
                     issuer: &s.issuer,
                     redirect_uri: &pending.r,
@@ -649,10 +655,31 @@ pub async fn post(
                 tracing::error!(error = %e, "could not store consent");
             }
             tracing::info!(client_id = %pending.c, user = %session.u, aud = %pending.a, scope = %pending.g, "consent given");
+            if let Err(e) = s
+                .record(
+                    consent_event(&pending, &session.u, mcpgate_audit::outcome::ALLOWED),
+                    true,
+                )
+                .await
+            {
+                tracing::error!(error = %e, "audit record not written");
+                return pages::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The server cannot record this consent right now; try again later.",
+                );
+            }
             issue_code(&s, &pending, &session.u).await
         }
         _ => pages::error(StatusCode::BAD_REQUEST, "Unknown form action."),
     }
+}
+
+fn consent_event(pending: &Pending, user: &str, out: &str) -> mcpgate_audit::Event {
+    mcpgate_audit::Event::new(mcpgate_audit::EventKind::ConsentGiven, out)
+        .subject(user)
+        .client_id(&pending.c)
+        .route(&pending.a)
+        .details(serde_json::json!({"scope": pending.g, "redirect_uri": pending.r}))
 }
 
 async fn login(
@@ -718,6 +745,25 @@ async fn login(
             }
         }
         tracing::info!(user = %username.chars().take(64).collect::<String>(), "login failed");
+        let mut ev = mcpgate_audit::Event::new(
+            mcpgate_audit::EventKind::LoginFailure,
+            mcpgate_audit::outcome::DENIED,
+        )
+        .client_id(&pending.c)
+        .reason(if user.is_none() {
+            "unknown user"
+        } else if !usable {
+            "account disabled or locked"
+        } else {
+            "wrong password"
+        });
+        if mcpgate_store::valid_username(&username) {
+            ev = ev.subject(&username);
+        }
+        if let Some(a) = addr {
+            ev = ev.peer(a.to_string());
+        }
+        let _ = s.record(ev, true).await;
         return login_page(s, client, pending, sealed, Some(FAILED));
     }
     if let Err(e) = s
@@ -741,6 +787,16 @@ async fn login(
         e: t + ttl,
     };
     tracing::info!(user = %session.u, "login");
+    let mut ev = mcpgate_audit::Event::new(
+        mcpgate_audit::EventKind::LoginSuccess,
+        mcpgate_audit::outcome::OK,
+    )
+    .subject(&session.u)
+    .client_id(&pending.c);
+    if let Some(a) = addr {
+        ev = ev.peer(a.to_string());
+    }
+    let _ = s.record(ev, true).await;
     let cookie = set_cookie(
         s,
         session_cookie_name(s),

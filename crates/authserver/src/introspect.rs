@@ -69,6 +69,18 @@ pub async fn revoke(
             {
                 s.revoke_grant(&g.grant_id, t).await?;
                 tracing::info!(client_id = %client.client_id, grant = %g.grant_id, "grant revoked (refresh token revocation)");
+                s.record(
+                    crate::token::issued(
+                        mcpgate_audit::EventKind::TokenRevoked,
+                        &g.subject,
+                        &g.client_id,
+                        &g.resource,
+                    )
+                    .details(json!({"token_type": "refresh_token", "grant": g.grant_id})),
+                    true,
+                )
+                .await
+                .map_err(|e| OAuthError::Server(format!("audit: {e}")))?;
             }
         } else if let Some(c) = our_access_token(&s, token)
             && c.client_id.as_deref() == Some(client.client_id.as_str())
@@ -80,6 +92,18 @@ pub async fn revoke(
                 .map_err(|e| OAuthError::Server(e.to_string()))?;
             s.revoked.add_jti(jti, t);
             tracing::info!(client_id = %client.client_id, "access token revoked");
+            s.record(
+                crate::token::issued(
+                    mcpgate_audit::EventKind::TokenRevoked,
+                    c.sub.as_deref().unwrap_or(""),
+                    &client.client_id,
+                    c.aud.first().map_or("", String::as_str),
+                )
+                .details(json!({"token_type": "access_token", "jti": jti})),
+                true,
+            )
+            .await
+            .map_err(|e| OAuthError::Server(format!("audit: {e}")))?;
         }
         // RFC 7009 §2.2: 200 whether or not there was anything to revoke.
         Ok::<_, OAuthError>(no_store(axum::http::StatusCode::OK.into_response()))

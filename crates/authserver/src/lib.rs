@@ -74,6 +74,8 @@ pub struct AuthServer {
     token_requests: register::AddressLimiter,
     /// Login form posts per source address.
     login_attempts: register::AddressLimiter,
+    /// The audit trail, if on.
+    pub audit: Option<mcpgate_audit::AuditLog>,
 }
 
 /// Seconds since the epoch.
@@ -142,6 +144,34 @@ impl AuthServer {
                 std::time::Duration::from_secs(60),
             ),
             settings,
+            audit: None,
+        }
+    }
+
+    /// Records issuance, refresh, revocation, reuse detection,
+    /// registration, consent and logins in `audit`.
+    pub fn with_audit(mut self, audit: Option<mcpgate_audit::AuditLog>) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// Writes an event: durably (waiting for the commit) when `durable`,
+    /// else queued. A failed durable write is an error the caller turns
+    /// into a refusal: nothing is issued that the trail does not record.
+    pub(crate) async fn record(
+        &self,
+        ev: mcpgate_audit::Event,
+        durable: bool,
+    ) -> Result<(), mcpgate_audit::AuditError> {
+        match &self.audit {
+            None => Ok(()),
+            Some(a) if durable => a.append(ev).await,
+            Some(a) => {
+                if let Err(e) = a.append_nowait(ev) {
+                    tracing::warn!(error = %e, "audit record dropped");
+                }
+                Ok(())
+            }
         }
     }
 

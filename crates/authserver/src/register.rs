@@ -267,6 +267,21 @@ async fn run(
         .await
         .map_err(|e| OAuthError::Server(e.to_string()))?;
     tracing::info!(client_id = %rec.client_id, name = %rec.name, method = %rec.token_endpoint_auth_method, "client registered (RFC 7591)");
+    let mut ev = mcpgate_audit::Event::new(
+        mcpgate_audit::EventKind::ClientRegistered,
+        mcpgate_audit::outcome::OK,
+    )
+    .client_id(&rec.client_id)
+    .details(
+        json!({"origin": "dcr", "name": rec.name, "redirect_uris": rec.redirect_uris,
+                    "token_endpoint_auth_method": rec.token_endpoint_auth_method}),
+    );
+    if let Some(a) = addr {
+        ev = ev.peer(a.to_string());
+    }
+    s.record(ev, true)
+        .await
+        .map_err(|e| OAuthError::Server(format!("audit: {e}")))?;
     let mut doc = json!({
         "client_id": rec.client_id,
         "client_id_issued_at": t,

@@ -284,7 +284,37 @@ async fn client_credentials(
         None,
     )?;
     tracing::info!(client_id = %client.client_id, aud = %resource.uri, scope = %scope, "issued access token (client_credentials)");
+    s.record(
+        issued(
+            mcpgate_audit::EventKind::TokenIssued,
+            &client.client_id,
+            &client.client_id,
+            resource.uri.as_str(),
+        )
+        .details(serde_json::json!({"grant_type": "client_credentials", "scope": scope})),
+        true,
+    )
+    .await
+    .map_err(|e| OAuthError::Server(format!("audit: {e}")))?;
     Ok(response(s, token, &scope, None))
+}
+
+/// An audit event about tokens of `client_id` for `subject` on `resource`.
+pub(crate) fn issued(
+    kind: mcpgate_audit::EventKind,
+    subject: &str,
+    client_id: &str,
+    resource: &str,
+) -> mcpgate_audit::Event {
+    let out = match kind {
+        mcpgate_audit::EventKind::CodeReplayDetected
+        | mcpgate_audit::EventKind::RefreshReuseDetected => mcpgate_audit::outcome::DETECTED,
+        _ => mcpgate_audit::outcome::OK,
+    };
+    mcpgate_audit::Event::new(kind, out)
+        .subject(subject)
+        .client_id(client_id)
+        .route(resource)
 }
 
 /// RFC 7636 §4.1: 43 to 128 characters of `[A-Za-z0-9-._~]`.
@@ -326,6 +356,19 @@ async fn authorization_code(
             // what was issued from it.
             s.revoke_grant(&rec.grant_id, t).await?;
             tracing::warn!(client_id = %rec.client_id, grant = %rec.grant_id, "authorization code replayed: grant revoked");
+            let _ = s
+                .record(
+                    issued(
+                        mcpgate_audit::EventKind::CodeReplayDetected,
+                        &rec.subject,
+                        &rec.client_id,
+                        &rec.resource,
+                    )
+                    .reason("authorization code redeemed twice: grant revoked")
+                    .details(serde_json::json!({"grant": rec.grant_id})),
+                    true,
+                )
+                .await;
             return Err(OAuthError::InvalidGrant(BAD_CODE));
         }
         CodeRedemption::Unknown => return Err(OAuthError::InvalidGrant(BAD_CODE)),
@@ -381,6 +424,13 @@ async fn authorization_code(
         Some(&grant.grant_id),
     )?;
     tracing::info!(client_id = %grant.client_id, user = %grant.subject, aud = %grant.resource, scope = %grant.scope, grant = %grant.grant_id, "issued tokens (authorization_code)");
+    s.record(
+        issued(mcpgate_audit::EventKind::TokenIssued, &grant.subject, &grant.client_id, &grant.resource)
+            .details(serde_json::json!({"grant_type": "authorization_code", "scope": grant.scope, "grant": grant.grant_id})),
+        true,
+    )
+    .await
+    .map_err(|e| OAuthError::Server(format!("audit: {e}")))?;
     Ok(response(s, at, &grant.scope, refresh.map(|(t, _)| t)))
 }
 
@@ -473,11 +523,36 @@ async fn refresh(s: &AuthServer, client: &Client, form: &Form) -> Result<Respons
                 Some(&g.grant_id),
             )?;
             tracing::info!(client_id = %g.client_id, user = %g.subject, grant = %g.grant_id, "refresh token rotated");
+            s.record(
+                issued(
+                    mcpgate_audit::EventKind::TokenRefreshed,
+                    &g.subject,
+                    &g.client_id,
+                    &g.resource,
+                )
+                .details(serde_json::json!({"scope": scope, "grant": g.grant_id})),
+                true,
+            )
+            .await
+            .map_err(|e| OAuthError::Server(format!("audit: {e}")))?;
             Ok(response(s, at, &scope, Some(token)))
         }
         RefreshRotation::Reused(g) => {
             s.revoked.add_grant(&g.grant_id, t);
             tracing::warn!(client_id = %g.client_id, user = %g.subject, grant = %g.grant_id, "refresh token reused: grant revoked");
+            let _ = s
+                .record(
+                    issued(
+                        mcpgate_audit::EventKind::RefreshReuseDetected,
+                        &g.subject,
+                        &g.client_id,
+                        &g.resource,
+                    )
+                    .reason("a rotated refresh token was presented: grant revoked")
+                    .details(serde_json::json!({"grant": g.grant_id})),
+                    true,
+                )
+                .await;
             Err(OAuthError::InvalidGrant(BAD_REFRESH))
         }
         RefreshRotation::Invalid => Err(OAuthError::InvalidGrant(BAD_REFRESH)),

@@ -53,6 +53,9 @@ pub struct Config {
     /// The built-in authorization server (issuer = `public_url`).
     #[serde(default)]
     pub authorization_server: AuthorizationServer,
+    /// The tamper-evident audit trail.
+    #[serde(default)]
+    pub audit: Audit,
     #[serde(default)]
     pub routes: Vec<Route>,
     /// Where relative paths in this file are resolved (the file's directory).
@@ -262,6 +265,31 @@ impl Default for AuthorizationServer {
     }
 }
 
+/// `[audit]`: the tamper-evident audit trail, in the `[storage]` database,
+/// its records MAC-tagged under a key derived from the master key
+/// (`authorization_server.master_key_file` or `MCPGATE_MASTER_KEY`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Audit {
+    pub enabled: bool,
+    /// A live copy of every committed record as a JSON line: `"stdout"` or
+    /// a file path (relative to this file).
+    pub sink: Option<String>,
+    /// Records carry a digest of tool arguments; with this, the argument
+    /// values too (in `details`). They may hold personal data or secrets.
+    pub include_arguments: bool,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            sink: None,
+            include_arguments: false,
+        }
+    }
+}
+
 /// An external authorization server whose tokens routes accept.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -338,6 +366,9 @@ pub struct Route {
     pub tools_include: Vec<String>,
     /// Tools hidden from and refused to everyone.
     pub tools_exclude: Vec<String>,
+    /// DANGER: keep serving this route while the audit trail cannot be
+    /// written (default: refuse with 503 rather than serve unaudited).
+    pub danger_serve_unaudited: bool,
 }
 
 impl Route {
@@ -418,6 +449,8 @@ struct RawRoute {
     tools_include: Vec<String>,
     #[serde(default)]
     tools_exclude: Vec<String>,
+    #[serde(default)]
+    danger_serve_unaudited: bool,
 }
 
 impl TryFrom<RawRoute> for Route {
@@ -509,6 +542,7 @@ impl TryFrom<RawRoute> for Route {
             policy: r.policy,
             tools_include: r.tools_include,
             tools_exclude: r.tools_exclude,
+            danger_serve_unaudited: r.danger_serve_unaudited,
         })
     }
 }

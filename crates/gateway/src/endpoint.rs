@@ -11,7 +11,11 @@
 //!    tools hidden by `tools_include`/`tools_exclude` (404), rate limits
 //!    (429 with `Retry-After`);
 //! 6. proxy: to the HTTP or stdio upstream, credentials stripped, identity
-//!    headers set, `tools/list` filtered to what the caller may call.
+//!    headers set, `tools/list` filtered to what the caller may call; first,
+//!    with the audit trail on, the trail must be writable (else 503).
+//!
+//! Then every request is recorded in the audit trail (see [`crate::audit`]):
+//! a successful one durably before its response is returned.
 
 use std::sync::Arc;
 
@@ -32,6 +36,7 @@ const H_PROTOCOL_VERSION: http::HeaderName =
 const H_METHOD: http::HeaderName = http::HeaderName::from_static(mcp::HEADER_METHOD);
 const H_NAME: http::HeaderName = http::HeaderName::from_static(mcp::HEADER_NAME);
 const H_SESSION_ID: http::HeaderName = http::HeaderName::from_static(mcp::HEADER_SESSION_ID);
+use crate::audit::RequestFacts;
 use crate::authn::Audience;
 use crate::error::{ErrorContext, Reject};
 use crate::filter::{ListFilter, ListKind};
@@ -55,7 +60,35 @@ pub async fn handle(
         return preflight(origin, req.headers());
     }
     let mut method_name: &'static str = "none";
-    let result = run(&gw, &route, req, &mut ctx, &mut method_name).await;
+    let started = std::time::Instant::now();
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let mut facts = RequestFacts::default();
+    let mut result = run(&gw, &route, req, &mut ctx, &mut method_name, &mut facts).await;
+    if let Some(audit) = &gw.audit {
+        let ev = crate::audit::event(
+            &route.config.path,
+            facts,
+            &result.as_ref().map(|r| r.status()),
+            started.elapsed(),
+            peer,
+            gw.config.audit.include_arguments,
+        );
+        let served = matches!(&result, Ok(r) if r.status().is_success());
+        if served {
+            // The client must not see success without a durable record.
+            if let Err(e) = audit.append(ev).await {
+                tracing::error!(route = %route.config.path, error = %e, "audit record not written");
+                if !route.config.danger_serve_unaudited {
+                    result = Err(Reject::AuditUnavailable);
+                }
+            }
+        } else if let Err(e) = audit.append_nowait(ev) {
+            tracing::warn!(route = %route.config.path, error = %e, "audit record dropped");
+        }
+    }
     let outcome = match &result {
         Ok(r) if r.status().is_success() => "ok",
         Ok(_) => "upstream_error_status",
@@ -167,6 +200,7 @@ async fn run(
     req: http::Request<Body>,
     ctx: &mut ErrorContext<'_>,
     method_name: &mut &'static str,
+    facts: &mut RequestFacts,
 ) -> Result<Response<Body>, Reject> {
     let (parts, body) = req.into_parts();
     let is_post = parts.method == Method::POST;
@@ -188,6 +222,9 @@ async fn run(
     };
     if let Some(Ok(RpcBody::Single(m))) = &parsed {
         *method_name = method_label(m.method());
+        if gw.audit.is_some() {
+            facts.message(m);
+        }
     }
 
     // 2. Origin and Host.
@@ -212,6 +249,10 @@ async fn run(
                 .await?
         }
     };
+    if gw.audit.is_some() && route.config.auth == AuthMode::Oauth {
+        facts.subject = Some(principal.subject.clone());
+        facts.client_id = principal.client_id.clone();
+    }
     let effective = gw.hierarchy.effective(&principal.scopes);
 
     // 4. Parsing.
@@ -275,6 +316,15 @@ async fn run(
         .limits
         .check(&principal, &messages)
         .map_err(Reject::RateLimited)?;
+
+    // Before anything reaches the upstream: the audit trail must be able to
+    // record it (unless the route is configured to serve unaudited).
+    if let Some(audit) = &gw.audit
+        && !route.config.danger_serve_unaudited
+        && audit.ready().is_err()
+    {
+        return Err(Reject::AuditUnavailable);
+    }
 
     // 6. Proxy.
     let filter: Option<ListFilter> = match messages.as_slice() {

@@ -112,6 +112,13 @@ pub enum Reject {
     /// `tools/call` of a tool the route hides from everyone.
     #[error("tool hidden on this route")]
     ToolHidden(String),
+    /// The route's policy denied the request.
+    #[error("denied by policy")]
+    PolicyDenied,
+    /// The audit trail cannot be written and the route refuses to serve
+    /// unaudited.
+    #[error("audit trail unavailable")]
+    AuditUnavailable,
 }
 
 /// What an error response needs from the request it answers.
@@ -134,7 +141,10 @@ impl Reject {
             | Reject::BatchNotSupported(_)
             | Reject::HeaderMismatch(_)
             | Reject::SessionRequired => StatusCode::BAD_REQUEST,
-            Reject::InsufficientScope { .. } | Reject::OriginNotAllowed => StatusCode::FORBIDDEN,
+            Reject::InsufficientScope { .. } | Reject::OriginNotAllowed | Reject::PolicyDenied => {
+                StatusCode::FORBIDDEN
+            }
+            Reject::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Reject::SessionNotFound | Reject::MethodNotFound | Reject::ToolHidden(_) => {
@@ -158,6 +168,8 @@ impl Reject {
             Reject::Upstream(_) | Reject::UpstreamTimeout => "upstream_error",
             Reject::StoreUnavailable(_) => "unavailable",
             Reject::RateLimited(_) => "rate_limited",
+            Reject::PolicyDenied => "policy_denied",
+            Reject::AuditUnavailable => "audit_unavailable",
             Reject::ToolHidden(_) => "tool_hidden",
             _ => "bad_request",
         }
@@ -238,6 +250,16 @@ impl Reject {
             Reject::ToolHidden(name) => {
                 (code::INVALID_PARAMS, format!("Unknown tool: {name}"), None)
             }
+            Reject::PolicyDenied => (
+                code::GATEWAY_FORBIDDEN,
+                "Forbidden: a policy of this server denies this request".into(),
+                None,
+            ),
+            Reject::AuditUnavailable => (
+                code::INTERNAL_ERROR,
+                "The gateway cannot record this request in its audit trail; try again later".into(),
+                None,
+            ),
         }
     }
 

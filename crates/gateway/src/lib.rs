@@ -11,6 +11,7 @@
 //!
 //! [`Gateway::router`] assembles the whole request path in one place.
 
+pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod endpoint;
@@ -57,6 +58,8 @@ pub struct Gateway {
     pub anonymous: Arc<authn::Principal>,
     /// Binds upstream session ids to principals (HTTP routes with auth).
     pub sessions: mcpgate_crypto::session::SessionBinder,
+    /// The audit trail (`[audit] enabled`).
+    pub audit: Option<mcpgate_audit::AuditLog>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +88,17 @@ impl Gateway {
         config: Config,
         store: Arc<dyn Store>,
         local: Option<Arc<dyn mcpgate_crypto::jwt::KeySource>>,
+    ) -> Result<Arc<Self>, BuildError> {
+        Self::build_full(config, store, local, None)
+    }
+
+    /// Like [`Gateway::build_with_local_issuer`], writing every request's
+    /// outcome to `audit`.
+    pub fn build_full(
+        config: Config,
+        store: Arc<dyn Store>,
+        local: Option<Arc<dyn mcpgate_crypto::jwt::KeySource>>,
+        audit: Option<mcpgate_audit::AuditLog>,
     ) -> Result<Arc<Self>, BuildError> {
         let metrics = Arc::new(Metrics::new());
         let http = proxy::http::client().map_err(|e| BuildError::Client(e.to_string()))?;
@@ -118,6 +132,7 @@ impl Gateway {
             sessions: mcpgate_crypto::session::SessionBinder::random()?,
             anonymous: Arc::new(authn::Principal::anonymous()),
             identity_names,
+            audit,
         }))
     }
 

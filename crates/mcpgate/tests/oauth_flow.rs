@@ -169,6 +169,21 @@ write_note = ["notes:write"]
         format!("{}/mcp", self.base)
     }
 
+    /// `mcpgate audit export`, one JSON value per record.
+    fn audit_export(&self) -> Vec<Value> {
+        let out = Command::new(BIN)
+            .args(["audit", "export", "--config"])
+            .arg(&self.cfg)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
@@ -585,6 +600,25 @@ async fn oauth21_4_1_code_flow_login_consent_token_refresh_revoke() {
     assert_eq!(asks.status, 200);
     assert!(asks.body.contains("value=\"allow\""));
     assert!(!gw.log().contains(&rt), "a refresh token reached the log");
+    // The audit trail recorded the login, the consent and the tokens.
+    let records = gw.audit_export();
+    for kind in [
+        "login_failure",
+        "login_success",
+        "consent_given",
+        "token_issued",
+        "token_refreshed",
+        "token_revoked",
+    ] {
+        assert!(
+            records
+                .iter()
+                .any(|r| r["kind"] == kind && r["client_id"] == client.as_str()),
+            "{kind} missing"
+        );
+    }
+    let all = records.iter().map(Value::to_string).collect::<String>();
+    assert!(!all.contains(&rt) && !all.contains(&at) && !all.contains(PASSWORD));
 }
 
 #[tokio::test]
@@ -915,6 +949,12 @@ async fn oauth21_4_1_3_concurrent_code_redemption_one_winner_and_replay_revokes(
         }
     }
     assert_eq!(ok.len(), 1, "exactly one redemption succeeds");
+    let replays = gw
+        .audit_export()
+        .iter()
+        .filter(|r| r["kind"] == "code_replay_detected")
+        .count();
+    assert_eq!(replays, 19, "every replay is audited");
     // The replays revoked what the winner got.
     let at = ok[0]["access_token"].as_str().unwrap();
     let rt = ok[0]["refresh_token"].as_str().unwrap();
@@ -974,6 +1014,12 @@ async fn oauth21_4_3_1_refresh_reuse_revokes_the_family_also_in_a_race() {
         .await;
     assert_eq!(s, 400, "the successor died with the family");
     assert_eq!(gw.mcp(&at2).await, 401);
+    assert!(
+        gw.audit_export()
+            .iter()
+            .any(|r| r["kind"] == "refresh_reuse_detected" && r["outcome"] == "detected"),
+        "reuse detection is audited"
+    );
 
     // Twenty concurrent refreshes of one token: at most one success, and
     // the family ends revoked.

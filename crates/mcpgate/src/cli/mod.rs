@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mcpgate_core::ScopeSet;
 use mcpgate_core::config::{AuthMode, Config, ConfigError, Upstream};
@@ -76,9 +76,40 @@ enum Command {
         #[command(subcommand)]
         command: GrantsCommand,
     },
+    /// The tamper-evident audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Check an MCP server's authorization the way clients discover it;
     /// exit 1 when a MUST is violated.
     Probe(probe::ProbeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the whole chain; names the first record changed, deleted or
+    /// reordered, and exits non-zero on any defect.
+    Verify {
+        #[command(flatten)]
+        common: Common,
+        /// A head recorded earlier (`CHAIN:SEQ:HEX`, from the log line
+        /// `audit checkpoint anchor=…` or a previous verify): detects the
+        /// newest records cut off. Repeatable.
+        #[arg(long = "anchor", value_name = "ANCHOR")]
+        anchors: Vec<String>,
+    },
+    /// Records as JSON Lines (one object per record) for a SIEM.
+    Export {
+        #[command(flatten)]
+        common: Common,
+        /// Only records since then: RFC 3339, a date, or an age like 24h, 7d.
+        #[arg(long)]
+        since: Option<String>,
+        /// One readable line per record instead of JSON.
+        #[arg(long)]
+        text: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -255,6 +286,7 @@ enum ApiKeyCommand {
 }
 
 mod apikey;
+mod audit;
 mod authserver;
 mod probe;
 mod user;
@@ -298,6 +330,11 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
         },
         Command::Probe(args) => args.json,
+        Command::Audit { command } => match command {
+            AuditCommand::Verify { common, .. } | AuditCommand::Export { common, .. } => {
+                common.json
+            }
+        },
     };
     let result = match cli.command {
         Command::Serve { common, log_format } => serve(&common, log_format).await,
@@ -309,11 +346,15 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Keys { command } => keys(command).await,
         Command::User { command } => user(command).await,
         Command::Grants { command } => authserver::grants(command).await,
+        Command::Audit { command } => audit::audit(command).await,
         // Its own exit status: 1 means a MUST is violated, not a failure.
         Command::Probe(args) => return probe::probe(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The command printed its own report (e.g. `audit verify --json`
+        // with defects); only the status is left to give.
+        Err(e) if e.downcast_ref::<Reported>().is_some() => ExitCode::FAILURE,
         Err(e) => {
             let is_config = e.downcast_ref::<ConfigError>().is_some();
             if json {
@@ -329,6 +370,18 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
     }
 }
+
+/// A failure the command already reported on standard output.
+#[derive(Debug)]
+struct Reported(String);
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Reported {}
 
 fn load(path: &Path) -> anyhow::Result<Config> {
     Ok(Config::load(path)?)
@@ -390,18 +443,26 @@ fn init_tracing(format: Option<LogFormat>) {
 async fn serve(common: &Common, log_format: Option<LogFormat>) -> anyhow::Result<()> {
     let cfg = load(&common.config)?;
     init_tracing(log_format);
-    let store = open_store(&cfg).await?;
+    let url = cfg.storage.resolved_url(&cfg.base_dir);
+    let (store, audit_store) = mcpgate_store::open_with_audit(&url)
+        .await
+        .context("opening storage ([storage] url)")?;
+    let audit = if cfg.audit.enabled {
+        Some(audit::open_log(&cfg, audit_store).await?)
+    } else {
+        tracing::warn!("the audit trail is off ([audit] enabled = false)");
+        None
+    };
     let listen = cfg.listen;
     let metrics_listen = cfg.metrics_listen;
     let limits = cfg.limits.clone();
     let banner = banner(&cfg, &common.config);
     let authserver = if cfg.authorization_server.enabled {
         let ring = open_key_ring(&cfg, store.clone()).await?;
-        let a = Arc::new(mcpgate_authserver::AuthServer::new(
-            &cfg,
-            ring,
-            store.clone(),
-        ));
+        let a = Arc::new(
+            mcpgate_authserver::AuthServer::new(&cfg, ring, store.clone())
+                .with_audit(audit.clone()),
+        );
         a.spawn_maintenance();
         Some(a)
     } else {
@@ -410,7 +471,7 @@ async fn serve(common: &Common, log_format: Option<LogFormat>) -> anyhow::Result
     let local = authserver
         .as_ref()
         .map(|a| a.local_issuer() as Arc<dyn mcpgate_crypto::jwt::KeySource>);
-    let gw = mcpgate_gateway::Gateway::build_with_local_issuer(cfg, store, local)?;
+    let gw = mcpgate_gateway::Gateway::build_full(cfg, store, local, audit.clone())?;
     let service = gw.service(authserver.as_ref().map(|a| a.router()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -432,6 +493,11 @@ async fn serve(common: &Common, log_format: Option<LogFormat>) -> anyhow::Result
     )
     .await;
     gw.shutdown_upstreams();
+    if let Some(a) = &audit
+        && let Err(e) = a.shutdown().await
+    {
+        tracing::error!(error = %e, "the audit trail did not close cleanly");
+    }
     tracing::info!("mcpgate stopped");
     Ok(())
 }
