@@ -162,6 +162,8 @@ mod tests {
             iat: None,
             jti: jti.map(str::to_owned),
             gid: gid.map(str::to_owned),
+            groups: Vec::new(),
+            roles: Vec::new(),
         }
     }
 

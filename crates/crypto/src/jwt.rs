@@ -261,6 +261,11 @@ pub struct Claims {
     /// server was issued under (a private claim, RFC 7519 §4.3), so that
     /// revoking the grant revokes the token.
     pub gid: Option<String>,
+    /// `groups` and `roles` (arrays of strings, as Keycloak, Entra and
+    /// Okta put them): attributes for access policies. A claim of another
+    /// shape is ignored rather than failing the token.
+    pub groups: Vec<String>,
+    pub roles: Vec<String>,
 }
 
 /// What a request expects of a token.
@@ -299,6 +304,19 @@ pub fn verify_signature(
         }
     })?;
     claims(&data.claims)
+}
+
+/// The strings of a JSON array (at most 256 of them), or nothing.
+fn strings(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .take(256)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn claims(v: &Value) -> Result<Claims, JwtError> {
@@ -358,6 +376,8 @@ fn claims(v: &Value) -> Result<Claims, JwtError> {
         iat: time("iat")?,
         jti: string("jti")?,
         gid: string("gid")?,
+        groups: strings(obj.get("groups")),
+        roles: strings(obj.get("roles")),
     })
 }
 
@@ -386,5 +406,21 @@ impl Claims {
             return Err(JwtError::IssuedInFuture);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_and_roles_claims_are_read_when_they_are_string_arrays() {
+        let c = claims(&serde_json::json!({
+            "iss": "i", "aud": "a", "exp": 1,
+            "groups": ["eng", 7, "ops"], "roles": "admin"
+        }))
+        .unwrap();
+        assert_eq!(c.groups, ["eng", "ops"]);
+        assert!(c.roles.is_empty(), "a non-array claim is ignored");
     }
 }

@@ -40,6 +40,9 @@ pub struct Principal {
     /// `scopes`, space-delimited (computed once, sent upstream).
     pub scope_string: String,
     pub issuer: Option<String>,
+    /// The token's `groups` and `roles` claims (for access policies).
+    pub groups: Vec<String>,
+    pub roles: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +67,16 @@ impl Principal {
             scope_string: scopes.to_space_delimited(),
             scopes,
             issuer,
+            groups: Vec::new(),
+            roles: Vec::new(),
         }
+    }
+
+    /// With the credential's groups and roles.
+    pub fn with_groups(mut self, groups: Vec<String>, roles: Vec<String>) -> Self {
+        self.groups = groups;
+        self.roles = roles;
+        self
     }
 
     pub fn anonymous() -> Self {
@@ -75,6 +87,8 @@ impl Principal {
             scopes: ScopeSet::new(),
             scope_string: String::new(),
             issuer: None,
+            groups: Vec::new(),
+            roles: Vec::new(),
         }
     }
 
@@ -243,17 +257,20 @@ impl Authenticator {
             .map_err(invalid)?;
         let claims = jwt::verify_signature(token, &header, &jwks).map_err(|e| invalid(e.into()))?;
         self.check_jwt(idx, &claims, aud)?;
-        let principal = Arc::new(Principal::new(
-            PrincipalKind::Token,
-            claims
-                .sub
-                .clone()
-                .or_else(|| claims.client_id.clone())
-                .unwrap_or_default(),
-            claims.client_id.clone(),
-            claims.scope.clone(),
-            Some(claims.iss.clone()),
-        ));
+        let principal = Arc::new(
+            Principal::new(
+                PrincipalKind::Token,
+                claims
+                    .sub
+                    .clone()
+                    .or_else(|| claims.client_id.clone())
+                    .unwrap_or_default(),
+                claims.client_id.clone(),
+                claims.scope.clone(),
+                Some(claims.iss.clone()),
+            )
+            .with_groups(claims.groups.clone(), claims.roles.clone()),
+        );
         self.remember(
             digest,
             Cached::Jwt {
