@@ -526,6 +526,11 @@ impl TryFrom<RawRoute> for Route {
                 ));
             }
         }
+        if r.policy.is_some() && r.auth == AuthMode::None {
+            return Err(format!(
+                "route {p:?}: a policy needs authenticated callers; remove `policy` or `auth = \"none\"`"
+            ));
+        }
         if let Some(t) = r.tools_include.iter().find(|t| r.tools_exclude.contains(t)) {
             return Err(format!(
                 "route {p:?}: tool {t:?} is in both tools_include and tools_exclude"

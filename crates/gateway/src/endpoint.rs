@@ -7,7 +7,8 @@
 //! 4. parsing: strict JSON-RPC (400 `-32700`/`-32600`), batches only where
 //!    the protocol version has them, SEP-2243 headers equal to the body
 //!    (400 `-32020`);
-//! 5. authorisation: route and tool scopes (403 `insufficient_scope`),
+//! 5. authorisation: route and tool scopes (403 `insufficient_scope`), then
+//!    the route's Cedar policy (403),
 //!    tools hidden by `tools_include`/`tools_exclude` (404), rate limits
 //!    (429 with `Retry-After`);
 //! 6. proxy: to the HTTP or stdio upstream, credentials stripped, identity
@@ -66,7 +67,16 @@ pub async fn handle(
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
     let mut facts = RequestFacts::default();
-    let mut result = run(&gw, &route, req, &mut ctx, &mut method_name, &mut facts).await;
+    let mut result = run(
+        &gw,
+        &route,
+        req,
+        &mut ctx,
+        &mut method_name,
+        &mut facts,
+        peer,
+    )
+    .await;
     if let Some(audit) = &gw.audit {
         let ev = crate::audit::event(
             &route.config.path,
@@ -201,6 +211,7 @@ async fn run(
     ctx: &mut ErrorContext<'_>,
     method_name: &mut &'static str,
     facts: &mut RequestFacts,
+    peer: Option<std::net::IpAddr>,
 ) -> Result<Response<Body>, Reject> {
     let (parts, body) = req.into_parts();
     let is_post = parts.method == Method::POST;
@@ -312,6 +323,11 @@ async fn run(
             return Err(Reject::ToolHidden(name.to_owned()));
         }
     }
+    // The route's policy, after the scopes.
+    let policies = route.policy.as_ref().map(|(h, _)| h.current());
+    if let Some(p) = &policies {
+        crate::policy::check(p, &route.config.path, &principal, &messages, peer, facts)?;
+    }
     route
         .limits
         .check(&principal, &messages)
@@ -328,19 +344,46 @@ async fn run(
 
     // 6. Proxy.
     let filter: Option<ListFilter> = match messages.as_slice() {
-        [Message::Request { id, method, .. }]
-            if method == "tools/list" && route.filters_tools() =>
-        {
-            let cfg = route.config.clone();
-            let eff = effective.clone().into_owned();
-            let keep = move |name: &str| {
-                !cfg.tool_hidden(name) && crate::authz::tool_allowed(&cfg, name, &eff)
-            };
-            Some(ListFilter {
-                id: id.clone(),
-                kind: ListKind::Tools,
-                keep: Box::new(keep),
-            })
+        [Message::Request { id, method, .. }] => {
+            let kind = ListKind::of_method(method);
+            let by_policy = policies
+                .filter(|p| !p.is_allow_all())
+                .zip(kind)
+                .map(|(p, _)| crate::policy::ListScope {
+                    policies: p,
+                    route: route.config.path.clone(),
+                    principal: principal.clone(),
+                    list_method: match kind {
+                        Some(ListKind::Prompts) => "prompts/list",
+                        Some(ListKind::Resources) => "resources/list",
+                        _ => "tools/list",
+                    },
+                    peer,
+                });
+            match kind {
+                Some(ListKind::Tools) if route.filters_tools() => {
+                    let cfg = route.config.clone();
+                    let eff = effective.clone().into_owned();
+                    let keep = move |name: &str| {
+                        !cfg.tool_hidden(name)
+                            && crate::authz::tool_allowed(&cfg, name, &eff)
+                            && by_policy.as_ref().is_none_or(|p| p.keeps(name))
+                    };
+                    Some(ListFilter {
+                        id: id.clone(),
+                        kind: ListKind::Tools,
+                        keep: Box::new(keep),
+                    })
+                }
+                Some(k @ (ListKind::Prompts | ListKind::Resources)) => {
+                    by_policy.map(|p| ListFilter {
+                        id: id.clone(),
+                        kind: k,
+                        keep: Box::new(move |item: &str| p.keeps(item)),
+                    })
+                }
+                _ => None,
+            }
         }
         _ => None,
     };

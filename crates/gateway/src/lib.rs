@@ -21,6 +21,7 @@ pub mod issuers;
 pub mod limits;
 pub mod metadata;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod route;
 
@@ -107,6 +108,11 @@ impl Gateway {
         let mut routes = HashMap::new();
         for r in &config.routes {
             let rt = RouteRuntime::new(&config, r, http.clone(), metrics.clone())?;
+            if let Some((handle, path)) = &rt.policy {
+                // Reloaded on SIGHUP and when the file changes; a set that
+                // fails validation leaves the last good one in force.
+                mcpgate_policy::spawn_watch(path.clone(), handle.clone());
+            }
             routes.insert(r.path.clone(), Arc::new(rt));
         }
         let issuers = local

@@ -21,6 +21,8 @@ pub struct RouteRuntime {
     pub upstream: UpstreamRuntime,
     /// `[[routes.rate_limits]]`.
     pub limits: crate::limits::RouteLimits,
+    /// The route's policy set and where it is loaded from (`policy`).
+    pub policy: Option<(mcpgate_policy::PolicyHandle, std::path::PathBuf)>,
 }
 
 #[derive(Debug)]
@@ -92,13 +94,25 @@ impl RouteRuntime {
             loopback_only_host: loopback,
             upstream,
             limits: crate::limits::RouteLimits::new(&route.rate_limits),
+            policy: match &route.policy {
+                None => None,
+                Some(p) => {
+                    let path = config.base_dir.join(p);
+                    // Fail closed: a gateway whose policy does not load
+                    // does not start.
+                    let set = mcpgate_policy::Policies::load(&path)
+                        .map_err(|e| invalid(format!("policy {}: {e}", path.display())))?;
+                    Some((mcpgate_policy::PolicyHandle::new(set), path))
+                }
+            },
         })
     }
 
     /// Whether `tools/list` answers must be filtered per caller or for
     /// everyone (tool scopes, include/exclude lists).
     pub fn filters_tools(&self) -> bool {
-        !self.config.tool_scopes.is_empty()
+        self.policy.is_some()
+            || !self.config.tool_scopes.is_empty()
             || !self.config.tools_include.is_empty()
             || !self.config.tools_exclude.is_empty()
     }

@@ -6,6 +6,7 @@
 
 mod http;
 mod limits;
+mod policy;
 mod replicas;
 mod stdio;
 mod support;

@@ -76,6 +76,11 @@ enum Command {
         #[command(subcommand)]
         command: GrantsCommand,
     },
+    /// Cedar access policies: validate, print the schema, try a request.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// The tamper-evident audit trail.
     Audit {
         #[command(subcommand)]
@@ -84,6 +89,56 @@ enum Command {
     /// Check an MCP server's authorization the way clients discover it;
     /// exit 1 when a MUST is violated.
     Probe(probe::ProbeArgs),
+}
+
+// Parsed once per process; boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy file (or a directory of *.cedar files) against the
+    /// MCP schema; exits non-zero with the validator's messages.
+    Check {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the Cedar schema policies are written against.
+    Schema,
+    /// Evaluate one request against a route's policy; prints the decision
+    /// and the policies that decided it (exit 1 when denied).
+    Test {
+        #[command(flatten)]
+        common: Common,
+        /// The route path, e.g. /mcp.
+        #[arg(long)]
+        route: String,
+        /// user:NAME, client:ID or apikey:ID.
+        #[arg(long)]
+        principal: String,
+        /// Space-separated scopes of the credential.
+        #[arg(long, default_value = "")]
+        scopes: String,
+        /// The OAuth client the principal uses.
+        #[arg(long)]
+        client_id: Option<String>,
+        /// A group of the principal (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// The MCP method, e.g. tools/call.
+        #[arg(long)]
+        action: String,
+        #[arg(long)]
+        tool: Option<String>,
+        #[arg(long)]
+        resource: Option<String>,
+        #[arg(long)]
+        prompt: Option<String>,
+        /// The call's arguments as a JSON object.
+        #[arg(long)]
+        args: Option<String>,
+        #[arg(long)]
+        client_ip: Option<std::net::IpAddr>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -288,6 +343,7 @@ enum ApiKeyCommand {
 mod apikey;
 mod audit;
 mod authserver;
+mod policy;
 mod probe;
 mod user;
 
@@ -330,6 +386,11 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
         },
         Command::Probe(args) => args.json,
+        Command::Policy { command } => match command {
+            PolicyCommand::Check { json, .. } => *json,
+            PolicyCommand::Schema => false,
+            PolicyCommand::Test { common, .. } => common.json,
+        },
         Command::Audit { command } => match command {
             AuditCommand::Verify { common, .. } | AuditCommand::Export { common, .. } => {
                 common.json
@@ -347,6 +408,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::User { command } => user(command).await,
         Command::Grants { command } => authserver::grants(command).await,
         Command::Audit { command } => audit::audit(command).await,
+        Command::Policy { command } => policy::policy(command),
         // Its own exit status: 1 means a MUST is violated, not a failure.
         Command::Probe(args) => return probe::probe(args).await,
     };
