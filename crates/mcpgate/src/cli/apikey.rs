@@ -46,6 +46,14 @@ pub(super) async fn apikey(cmd: ApiKeyCommand) -> anyhow::Result<()> {
                 revoked_at: None,
             };
             store.insert_api_key(&rec).await?;
+            super::audit::record_admin(
+                &cfg,
+                mcpgate_audit::Event::new(mcpgate_audit::EventKind::ApikeyCreated, mcpgate_audit::outcome::OK)
+                    .route(&route)
+                    .subject(format!("apikey:{}", key.id))
+                    .details(json!({"via": "cli", "id": key.id, "name": name, "scopes": rec.scopes, "expires_at": expires_at})),
+            )
+            .await?;
             let secret = std::str::from_utf8(key.key.expose())?;
             let missing = scopes.missing(&r.scopes);
             if common.json {
@@ -122,6 +130,18 @@ pub(super) async fn apikey(cmd: ApiKeyCommand) -> anyhow::Result<()> {
                 bail!("no API key with id {id:?} (see `mcpgate apikey list`)");
             };
             let changed = store.revoke_api_key(DEFAULT_TENANT, &id, now).await?;
+            if changed {
+                super::audit::record_admin(
+                    &cfg,
+                    mcpgate_audit::Event::new(
+                        mcpgate_audit::EventKind::ApikeyRevoked,
+                        mcpgate_audit::outcome::OK,
+                    )
+                    .subject(format!("apikey:{id}"))
+                    .details(json!({"via": "cli", "id": id})),
+                )
+                .await?;
+            }
             if common.json {
                 println!(
                     "{}",

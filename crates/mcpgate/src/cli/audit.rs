@@ -122,3 +122,28 @@ pub(super) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
         }
     }
 }
+
+/// Records an administrative change made from the command line (API keys,
+/// clients, signing keys, users, consents) in the audit trail, when it is
+/// on. The change is already stored; a failure here is reported so that
+/// the operator knows the trail lacks it.
+pub(super) async fn record_admin(cfg: &Config, ev: mcpgate_audit::Event) -> anyhow::Result<()> {
+    if !cfg.audit.enabled {
+        return Ok(());
+    }
+    let store = mcpgate_store::open_audit(&cfg.storage.resolved_url(&cfg.base_dir))
+        .await
+        .context("opening storage ([storage] url)")?;
+    let log = mcpgate_audit::AuditLog::open(
+        store,
+        &master_key(cfg)?,
+        mcpgate_audit::AuditConfig::default(),
+    )
+    .await
+    .context("opening the audit trail")?;
+    let written = log.append(ev).await;
+    let closed = log.shutdown().await;
+    written.context("the change was made but its audit record could not be written")?;
+    closed.context("closing the audit trail")?;
+    Ok(())
+}

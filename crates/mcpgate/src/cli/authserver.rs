@@ -117,6 +117,15 @@ pub(super) async fn client(cmd: ClientCommand) -> anyhow::Result<()> {
             }
             let store = open_store(&cfg).await?;
             store.insert_client(&new.record).await?;
+            super::audit::record_admin(
+                &cfg,
+                mcpgate_audit::Event::new(mcpgate_audit::EventKind::ClientRegistered, mcpgate_audit::outcome::OK)
+                    .client_id(&new.record.client_id)
+                    .details(json!({"via": "cli", "origin": "cli", "name": name,
+                                    "redirect_uris": new.record.redirect_uris,
+                                    "token_endpoint_auth_method": new.record.token_endpoint_auth_method})),
+            )
+            .await?;
             let secret = match &new.secret {
                 Some(s) => Some(std::str::from_utf8(s.expose())?.to_owned()),
                 None => None,
@@ -179,6 +188,16 @@ pub(super) async fn client(cmd: ClientCommand) -> anyhow::Result<()> {
             if !store.delete_client(DEFAULT_TENANT, &client_id).await? {
                 bail!("no client {client_id:?} (see `mcpgate client list`)");
             }
+            super::audit::record_admin(
+                &cfg,
+                mcpgate_audit::Event::new(
+                    mcpgate_audit::EventKind::ClientDeleted,
+                    mcpgate_audit::outcome::OK,
+                )
+                .client_id(&client_id)
+                .details(json!({"via": "cli"})),
+            )
+            .await?;
             if common.json {
                 println!("{}", json!({"client_id": client_id, "removed": true}));
             } else {
@@ -200,6 +219,16 @@ pub(super) async fn client(cmd: ClientCommand) -> anyhow::Result<()> {
             store
                 .rotate_client_secret(DEFAULT_TENANT, &client_id, &hash, until)
                 .await?;
+            super::audit::record_admin(
+                &cfg,
+                mcpgate_audit::Event::new(
+                    mcpgate_audit::EventKind::ClientSecretRotated,
+                    mcpgate_audit::outcome::OK,
+                )
+                .client_id(&client_id)
+                .details(json!({"via": "cli", "previous_valid_until": until})),
+            )
+            .await?;
             let secret = std::str::from_utf8(secret.expose())?.to_owned();
             if common.json {
                 println!(
@@ -270,6 +299,17 @@ pub(super) async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
             let ring = open_key_ring(&cfg, store).await?;
             let rotated = ring.rotate().await?;
             let current = ring.signer().kid.clone();
+            if rotated.is_some() {
+                super::audit::record_admin(
+                    &cfg,
+                    mcpgate_audit::Event::new(
+                        mcpgate_audit::EventKind::SigningKeyRotated,
+                        mcpgate_audit::outcome::OK,
+                    )
+                    .details(json!({"via": "cli", "current_kid": current})),
+                )
+                .await?;
+            }
             if common.json {
                 println!(
                     "{}",
@@ -332,6 +372,21 @@ pub(super) async fn grants(cmd: GrantsCommand) -> anyhow::Result<()> {
             let grants = store
                 .revoke_grants_of(tenant, &user, &client_id, resource.as_deref(), now)
                 .await?;
+            if consents > 0 || grants > 0 {
+                let mut ev = mcpgate_audit::Event::new(
+                    mcpgate_audit::EventKind::ConsentRevoked,
+                    mcpgate_audit::outcome::OK,
+                )
+                .subject(&user)
+                .client_id(&client_id)
+                .details(
+                    json!({"via": "cli", "consents_removed": consents, "grants_revoked": grants}),
+                );
+                if let Some(r) = &resource {
+                    ev = ev.route(r);
+                }
+                super::audit::record_admin(&cfg, ev).await?;
+            }
             if consents == 0 && grants == 0 {
                 bail!(
                     "{user} has no consent or grant for client {client_id}; see `mcpgate grants list`"

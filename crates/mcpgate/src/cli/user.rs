@@ -95,6 +95,16 @@ pub(super) async fn user(cmd: UserCommand) -> anyhow::Result<()> {
                 ),
                 Err(e) => return Err(e.into()),
             }
+            super::audit::record_admin(
+                &cfg,
+                mcpgate_audit::Event::new(
+                    mcpgate_audit::EventKind::UserCreated,
+                    mcpgate_audit::outcome::OK,
+                )
+                .subject(&name)
+                .details(json!({"via": "cli"})),
+            )
+            .await?;
             if common.json {
                 println!("{}", json!({"username": name, "created_at": now}));
             } else {
@@ -167,6 +177,18 @@ pub(super) async fn user(cmd: UserCommand) -> anyhow::Result<()> {
                 bail!("no user {name:?} (see `mcpgate user list`)");
             }
             let already = u.disabled_at.is_some();
+            if !already {
+                super::audit::record_admin(
+                    &cfg,
+                    mcpgate_audit::Event::new(
+                        mcpgate_audit::EventKind::UserDisabled,
+                        mcpgate_audit::outcome::OK,
+                    )
+                    .subject(&name)
+                    .details(json!({"via": "cli"})),
+                )
+                .await?;
+            }
             if common.json {
                 println!(
                     "{}",
@@ -190,6 +212,18 @@ pub(super) async fn user(cmd: UserCommand) -> anyhow::Result<()> {
                 bail!("no user {name:?} (see `mcpgate user list`)");
             }
             let was = u.disabled_at.is_some();
+            if was {
+                super::audit::record_admin(
+                    &cfg,
+                    mcpgate_audit::Event::new(
+                        mcpgate_audit::EventKind::UserEnabled,
+                        mcpgate_audit::outcome::OK,
+                    )
+                    .subject(&name)
+                    .details(json!({"via": "cli"})),
+                )
+                .await?;
+            }
             if common.json {
                 println!(
                     "{}",
@@ -221,6 +255,16 @@ pub(super) async fn user(cmd: UserCommand) -> anyhow::Result<()> {
             {
                 bail!("no user {name:?} (see `mcpgate user list`)");
             }
+            super::audit::record_admin(
+                &cfg,
+                mcpgate_audit::Event::new(
+                    mcpgate_audit::EventKind::UserPasswordChanged,
+                    mcpgate_audit::outcome::OK,
+                )
+                .subject(&name)
+                .details(json!({"via": "cli"})),
+            )
+            .await?;
             if common.json {
                 println!("{}", json!({"username": name, "password_changed_at": now}));
             } else {
