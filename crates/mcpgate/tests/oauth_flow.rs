@@ -892,6 +892,21 @@ async fn rfc7636_pkce_and_code_binding_failures_are_invalid_grant() {
         );
         assert!(e.get("access_token").is_none());
     }
+    // RFC 8707: another resource at the token endpoint than in the
+    // authorization request is refused.
+    let (code, p) = std::mem::replace(&mut next_code, fresh(b.clone()).await);
+    let (status, e, _) = gw
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", CALLBACK),
+            ("code_verifier", &p.verifier),
+            ("client_id", &client),
+            ("resource", &format!("{}/other", gw.base)),
+        ])
+        .await;
+    assert_eq!((status, e["error"].as_str()), (400, Some("invalid_target")));
+    assert!(e.get("access_token").is_none());
     // Another client presenting the code: invalid_grant.
     let (code, p) = next_code;
     let (status, e, _) = gw
@@ -986,6 +1001,16 @@ async fn oauth21_4_3_1_refresh_reuse_revokes_the_family_also_in_a_race() {
     assert_eq!(s, 200);
     let rt2 = t2["refresh_token"].as_str().unwrap().to_owned();
     let at2 = t2["access_token"].as_str().unwrap().to_owned();
+    // A refresh token is bound to its resource.
+    let (s, e, _) = gw
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt2),
+            ("client_id", &client),
+            ("resource", &format!("{}/other", gw.base)),
+        ])
+        .await;
+    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_target")));
     // Another client presenting it changes nothing.
     let other = gw.public_client();
     let (s, _, _) = gw
