@@ -8,68 +8,35 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mcpgate");
+mod common;
+use common::{BIN, Served, echo_dir};
 
+/// A gateway with the audit trail on (and a live sink), one stdio route
+/// and an API key for it.
 struct Gw {
-    dir: tempfile::TempDir,
-    base: String,
-    cfg: PathBuf,
-    child: Option<Child>,
+    served: Served,
     key: String,
     http: reqwest::Client,
 }
 
-impl Drop for Gw {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.child {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+impl std::ops::Deref for Gw {
+    type Target = Served;
+    fn deref(&self) -> &Served {
+        &self.served
     }
-}
-
-fn cli(cfg: &Path, args: &[&str]) -> (bool, Value, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--config")
-        .arg(cfg)
-        .arg("--json")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 impl Gw {
     async fn start() -> Gw {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let base = format!("http://127.0.0.1:{port}");
-        let cfg = dir.path().join("gw.toml");
-        let echo = Path::new(BIN).parent().unwrap().join("mcpgate-echo-server");
-        std::fs::write(
-            &cfg,
-            format!(
-                r#"listen = "127.0.0.1:{port}"
-public_url = "{base}"
-
-[storage]
-url = "sqlite://gw.db"
-
-[audit]
+        let echo = echo_dir().join("mcpgate-echo-server");
+        let mut served = Served::configure(&format!(
+            r#"[audit]
 sink = "audit.jsonl"
 
 [[routes]]
@@ -79,61 +46,17 @@ scopes = ["mcp"]
 [routes.tool_scopes]
 write_note = ["notes:write"]
 "#,
-                echo.display()
-            ),
-        )
-        .unwrap();
-        let (ok, v, err) = cli(
-            &cfg,
-            &[
-                "apikey", "create", "--name", "t", "--route", "/mcp", "--scopes", "mcp",
-            ],
-        );
-        assert!(ok, "{err}");
+            echo.display()
+        ));
+        let v = served.cli_ok(&[
+            "apikey", "create", "--name", "t", "--route", "/mcp", "--scopes", "mcp",
+        ]);
         let key = v["key"].as_str().unwrap().to_owned();
-        let mut gw = Gw {
-            dir,
-            base,
-            cfg,
-            child: None,
+        served.start().await;
+        Gw {
+            served,
             key,
             http: reqwest::Client::new(),
-        };
-        gw.spawn().await;
-        gw
-    }
-
-    async fn spawn(&mut self) {
-        let child = Command::new(BIN)
-            .args(["serve", "--log-format", "json", "--config"])
-            .arg(&self.cfg)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.dir.path().join("serve.log")).unwrap())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        for _ in 0..200 {
-            if self
-                .http
-                .get(format!("{}/healthz", self.base))
-                .send()
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "gateway did not start: {}",
-            std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
-        );
-    }
-
-    fn sigkill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
         }
     }
 
@@ -183,7 +106,7 @@ write_note = ["notes:write"]
     }
 
     fn verify(&self) -> (bool, Value, String) {
-        cli(&self.cfg, &["audit", "verify"])
+        self.cli(&["audit", "verify"])
     }
 
     fn db(&self) -> PathBuf {
@@ -246,13 +169,13 @@ async fn audit_verify_passes_on_mixed_traffic_and_names_a_modified_deleted_or_sw
         assert_eq!(s, want, "{i}: {body}");
     }
     // Stop cleanly so every queued refusal is written too.
-    let pid = gw.child.as_ref().unwrap().id();
+    let pid = gw.served.child().unwrap().id();
     Command::new("kill")
         .arg("-TERM")
         .arg(pid.to_string())
         .status()
         .unwrap();
-    gw.child.take().unwrap().wait().unwrap();
+    gw.served.take_child().unwrap().wait().unwrap();
 
     let (ok, report, err) = gw.verify();
     assert!(ok, "{report} {err}");
@@ -286,7 +209,11 @@ async fn audit_verify_passes_on_mixed_traffic_and_names_a_modified_deleted_or_sw
         && l["name"] == "write_note"));
     assert!(lines.iter().any(|l| l["kind"] == "authn_failure"));
     // The key was created from the command line before `serve` started.
-    assert!(lines.iter().any(|l| l["kind"] == "apikey_created" && l["route"] == "/mcp"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["kind"] == "apikey_created" && l["route"] == "/mcp")
+    );
     assert!(lines.iter().any(|l| l["kind"] == "config_loaded"));
     for l in &lines {
         assert!(
@@ -360,7 +287,7 @@ async fn audit_verify_passes_on_mixed_traffic_and_names_a_modified_deleted_or_sw
     restore(&gw);
     let (ok, _, _) = gw.verify();
     assert!(ok, "the restored copy verifies again");
-    gw.spawn().await;
+    gw.served.start().await;
 }
 
 #[tokio::test]
@@ -403,7 +330,7 @@ async fn sigkill_under_load_loses_no_audit_record_of_a_completed_request() {
     while done.lock().unwrap().len() < 300 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    gw.sigkill();
+    gw.served.kill();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for w in workers {
         let _ = w.await;

@@ -9,15 +9,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mcpgate");
+mod common;
+use common::{BIN, Served};
+
 const PASSWORD: &str = "correct horse battery staple";
 const CALLBACK: &str = "http://127.0.0.1:3000/callback";
 const WEB_CALLBACK: &str = "https://app.example/oauth/callback";
@@ -26,49 +26,25 @@ fn b64(d: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d)
 }
 
+/// The gateway with its built-in authorization server and user alice.
 struct Gw {
-    dir: tempfile::TempDir,
-    base: String,
-    cfg: PathBuf,
-    child: Option<Child>,
+    served: Served,
     http: reqwest::Client,
 }
 
-impl Drop for Gw {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.child {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+impl std::ops::Deref for Gw {
+    type Target = Served;
+    fn deref(&self) -> &Served {
+        &self.served
     }
-}
-
-fn echo_dir() -> PathBuf {
-    Path::new(BIN).parent().unwrap().to_owned()
 }
 
 impl Gw {
     /// Writes a config (with `extra` appended to `[authorization_server]`),
     /// creates user alice, starts `serve`.
     async fn start(extra: &str) -> Gw {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let base = format!("http://127.0.0.1:{port}");
-        let cfg = dir.path().join("gw.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                r#"listen = "127.0.0.1:{port}"
-public_url = "{base}"
-
-[storage]
-url = "sqlite://gw.db"
-
-[authorization_server]
+        let mut served = Served::configure(&format!(
+            r#"[authorization_server]
 enabled = true
 {extra}
 
@@ -79,22 +55,10 @@ scopes = ["mcp"]
 [routes.tool_scopes]
 write_note = ["notes:write"]
 "#
-            ),
-        )
-        .unwrap();
-        let mut gw = Gw {
-            dir,
-            base,
-            cfg,
-            child: None,
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-        };
+        ));
         let out = Command::new(BIN)
             .args(["user", "add", "alice", "--password-stdin", "--config"])
-            .arg(&gw.cfg)
+            .arg(&served.cfg)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -105,51 +69,18 @@ write_note = ["notes:write"]
             })
             .unwrap();
         assert!(out.status.success());
-        let child = Command::new(BIN)
-            .args(["serve", "--log-format", "json", "--config"])
-            .arg(&gw.cfg)
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    echo_dir().display(),
-                    std::env::var("PATH").unwrap()
-                ),
-            )
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(gw.dir.path().join("serve.log")).unwrap())
-            .spawn()
-            .unwrap();
-        gw.child = Some(child);
-        for _ in 0..200 {
-            if gw
-                .http
-                .get(format!("{}/healthz", gw.base))
-                .send()
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        served.start().await;
+        Gw {
+            served,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
         }
-        gw
     }
 
     fn cli(&self, args: &[&str]) -> Value {
-        let out = Command::new(BIN)
-            .args(args)
-            .arg("--config")
-            .arg(&self.cfg)
-            .arg("--json")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        self.served.cli_ok(args)
     }
 
     /// A public client with the conformance suite's redirect URI.
@@ -182,10 +113,6 @@ write_note = ["notes:write"]
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
 
     async fn token(&self, form: &[(&str, &str)]) -> (u16, Value, reqwest::header::HeaderMap) {

@@ -6,10 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -18,7 +16,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mcpgate");
+mod common;
+use common::{BIN, Served};
 
 /// Runs `mcpgate probe URL --json ARGS` and returns its exit status and
 /// its one JSON document.
@@ -105,42 +104,23 @@ async fn upstream() -> String {
     format!("http://{addr}/mcp")
 }
 
+/// The gateway as its own issuer, with two routes on one origin.
 struct Gw {
-    _dir: tempfile::TempDir,
-    base: String,
-    cfg: PathBuf,
-    child: Child,
+    served: Served,
 }
 
-impl Drop for Gw {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Gw {
+    type Target = Served;
+    fn deref(&self) -> &Served {
+        &self.served
     }
 }
 
 impl Gw {
-    /// The gateway as its own issuer, with two routes on one origin.
     async fn start() -> Gw {
         let up = upstream().await;
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let base = format!("http://127.0.0.1:{port}");
-        let cfg = dir.path().join("gw.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                r#"listen = "127.0.0.1:{port}"
-public_url = "{base}"
-
-[storage]
-url = "sqlite://gw.db"
-
-[authorization_server]
+        let mut served = Served::configure(&format!(
+            r#"[authorization_server]
 enabled = true
 
 [[routes]]
@@ -153,47 +133,13 @@ path = "/other/mcp"
 upstream_url = "{up}"
 scopes = ["mcp"]
 "#
-            ),
-        )
-        .unwrap();
-        let child = Command::new(BIN)
-            .args(["serve", "--log-format", "json", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let gw = Gw {
-            _dir: dir,
-            base,
-            cfg,
-            child,
-        };
-        let http = reqwest::Client::new();
-        for _ in 0..200 {
-            if http
-                .get(format!("{}/healthz", gw.base))
-                .send()
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        gw
+        ));
+        served.start().await;
+        Gw { served }
     }
 
     fn cli(&self, args: &[&str]) -> Value {
-        let out = Command::new(BIN)
-            .args(args)
-            .arg("--config")
-            .arg(&self.cfg)
-            .arg("--json")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{args:?}");
-        serde_json::from_slice(&out.stdout).unwrap()
+        self.served.cli_ok(args)
     }
 
     /// An access token for /mcp from the built-in issuer.
