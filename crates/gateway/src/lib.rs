@@ -110,8 +110,25 @@ impl Gateway {
             let rt = RouteRuntime::new(&config, r, http.clone(), metrics.clone())?;
             if let Some((handle, path)) = &rt.policy {
                 // Reloaded on SIGHUP and when the file changes; a set that
-                // fails validation leaves the last good one in force.
-                mcpgate_policy::spawn_watch(path.clone(), handle.clone());
+                // fails validation leaves the last good one in force. Both
+                // outcomes go to the audit trail.
+                let (audit, route) = (audit.clone(), r.path.clone());
+                let on_reload: mcpgate_policy::OnReload = Arc::new(move |path, result| {
+                    let Some(a) = &audit else { return };
+                    use mcpgate_audit::{Event, EventKind, outcome};
+                    let ev = match result {
+                        Ok(n) => Event::new(EventKind::PolicyReloaded, outcome::OK).details(
+                            serde_json::json!({"path": path.display().to_string(), "policies": n}),
+                        ),
+                        Err(e) => Event::new(EventKind::PolicyRejected, outcome::REFUSED)
+                            .reason(e.to_string().chars().take(2000).collect::<String>())
+                            .details(serde_json::json!({"path": path.display().to_string()})),
+                    };
+                    if let Err(e) = a.append_nowait(ev.route(route.clone())) {
+                        tracing::warn!(error = %e, "audit record dropped");
+                    }
+                });
+                mcpgate_policy::spawn_watch_with(path.clone(), handle.clone(), on_reload);
             }
             routes.insert(r.path.clone(), Arc::new(rt));
         }

@@ -368,3 +368,66 @@ async fn sigkill_under_load_loses_no_audit_record_of_a_completed_request() {
     let (ok, report, err) = gw.verify();
     assert!(ok, "{report} {err}");
 }
+
+#[tokio::test]
+async fn policy_reloads_and_refused_policy_edits_are_audited() {
+    let mut served = Served::configure(&format!(
+        r#"[[routes]]
+path = "/mcp"
+upstream_command = ["{}"]
+scopes = ["mcp"]
+policy = "mcp.cedar"
+"#,
+        echo_dir().join("mcpgate-echo-server").display()
+    ));
+    let policy = served.dir.path().join("mcp.cedar");
+    std::fs::write(
+        &policy,
+        "@id(\"all\") permit(principal, action, resource);\n",
+    )
+    .unwrap();
+    served.start().await;
+    // A broken edit, then a good one; the watcher polls every second.
+    std::fs::write(
+        &policy,
+        "permit(principal, action, resource) when { principal.grups };\n",
+    )
+    .unwrap();
+    let kinds = |served: &Served| -> Vec<Value> {
+        let out = Command::new(BIN)
+            .args(["audit", "export", "--config"])
+            .arg(&served.cfg)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let mut seen = false;
+    for _ in 0..100 {
+        if kinds(&served)
+            .iter()
+            .any(|r| r["kind"] == "policy_rejected" && r["route"] == "/mcp")
+        {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "the refused edit is audited");
+    std::fs::write(&policy, "@id(\"all\") permit(principal, action, resource);\n@id(\"x\") forbid(principal, action == Action::\"tools/call\", resource == Tool::\"add\");\n").unwrap();
+    let mut reloaded = None;
+    for _ in 0..100 {
+        reloaded = kinds(&served)
+            .into_iter()
+            .find(|r| r["kind"] == "policy_reloaded" && r["route"] == "/mcp");
+        if reloaded.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = reloaded.expect("the reload is audited");
+    assert_eq!(r["details"]["policies"], 2, "{r}");
+}

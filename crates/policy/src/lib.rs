@@ -48,6 +48,6 @@ pub use arguments::{MAX_ARGUMENT_DEPTH, MAX_ARGUMENT_STRING_BYTES, MAX_ARGUMENT_
 pub use decision::Decision;
 pub use error::{PolicyError, Problem};
 pub use load::Policies;
-pub use reload::{PolicyHandle, WATCH_INTERVAL, spawn_watch};
+pub use reload::{OnReload, PolicyHandle, WATCH_INTERVAL, spawn_watch, spawn_watch_with};
 pub use request::{Context, PrincipalKind, PrincipalRef, Request, Target};
 pub use schema::{SCHEMA, is_declared_method, list_item_method};

@@ -78,6 +78,20 @@ impl PolicyHandle {
 /// Must be called within a Tokio runtime. The SIGHUP handler is installed
 /// before this returns. Runs until the returned task is aborted.
 pub fn spawn_watch(path: PathBuf, handle: PolicyHandle) -> tokio::task::JoinHandle<()> {
+    spawn_watch_with(path, handle, Arc::new(|_, _| {}))
+}
+
+/// What [`spawn_watch_with`] reports after each reload attempt: the path,
+/// and the number of policies now in force or why the new set was refused.
+pub type OnReload = Arc<dyn Fn(&Path, Result<usize, &PolicyError>) + Send + Sync>;
+
+/// [`spawn_watch`], calling `on_reload` after every attempt (for the audit
+/// trail).
+pub fn spawn_watch_with(
+    path: PathBuf,
+    handle: PolicyHandle,
+    on_reload: OnReload,
+) -> tokio::task::JoinHandle<()> {
     #[cfg(unix)]
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
@@ -107,6 +121,7 @@ pub fn spawn_watch(path: PathBuf, handle: PolicyHandle) -> tokio::task::JoinHand
                 false
             };
             let (path2, handle2, last2) = (path.clone(), handle.clone(), last.clone());
+            let on_reload = on_reload.clone();
             // Stat and load off the async threads: validation takes
             // milliseconds.
             let joined = tokio::task::spawn_blocking(move || {
@@ -117,7 +132,8 @@ pub fn spawn_watch(path: PathBuf, handle: PolicyHandle) -> tokio::task::JoinHand
                     if forced {
                         tracing::info!(path = %path2.display(), "SIGHUP: reloading policies");
                     }
-                    let _ = handle2.reload(&path2);
+                    let r = handle2.reload(&path2);
+                    on_reload(&path2, r.as_ref().map(|()| handle2.current().len()));
                 }
                 now
             })
