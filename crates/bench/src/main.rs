@@ -17,6 +17,11 @@
 //! round, and prints the median over rounds; then 10,000 idle SSE streams are
 //! opened through a fresh mcpgate and its RSS is read from `/proc` (and the
 //! same through a fresh nginx, for reference).
+//!
+//! `mcpgate-bench oauth` measures the built-in authorization server instead:
+//! the code flow's latency per step and refresh-token grants per second on
+//! the embedded SQLite store, next to a SQLite baseline on the same disk
+//! (see `oauth.rs`).
 //! See `crates/bench/README.md` for how to run it and read the output.
 //!
 //! Trust boundary: none; this is a local measuring tool. It only signals
@@ -24,6 +29,7 @@
 
 mod issuer;
 mod load;
+mod oauth;
 mod proc;
 mod report;
 mod run;
@@ -51,6 +57,10 @@ enum Command {
     /// Run only the benchmark upstream MCP server (started by the benchmark
     /// itself as a child; useful on its own for manual tests).
     Upstream(upstream::UpstreamArgs),
+    /// Benchmark the built-in authorization server: code flow latency per
+    /// step and refresh-token grants per second on SQLite, next to a SQLite
+    /// baseline on the same disk.
+    Oauth(oauth::OauthArgs),
 }
 
 /// Options of the benchmark run (the default command).
@@ -115,6 +125,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Upstream(args)) => upstream::main(&args),
+        Some(Command::Oauth(args)) => oauth::main(args),
         None => run::main(cli.run),
     };
     match result {
@@ -158,5 +169,24 @@ mod tests {
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert!(parse_duration("3h").is_err());
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn oauth_options_parse() {
+        let cli = Cli::try_parse_from([
+            "mcpgate-bench",
+            "oauth",
+            "--duration",
+            "5s",
+            "--concurrency",
+            "1,4,16",
+        ])
+        .unwrap();
+        let Some(Command::Oauth(a)) = cli.command else {
+            panic!("not the oauth command");
+        };
+        assert_eq!(a.duration, Duration::from_secs(5));
+        assert_eq!(a.concurrency, vec![1, 4, 16]);
+        assert_eq!(a.flows, 200);
     }
 }

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 
 /// `/proc/PID/stat` times are in USER_HZ ticks, 100 per second on every
 /// Linux architecture's user ABI.
-const TICKS_PER_SEC: f64 = 100.0;
+pub const TICKS_PER_SEC: f64 = 100.0;
 
 /// A child we started. Dropping it sends SIGTERM to it and its direct
 /// children (nginx workers), so an error path leaves nothing behind.
