@@ -67,9 +67,14 @@ impl Issuer {
 
     /// An RFC 9068 access token for `aud` with `scope`, signed with ES256.
     pub fn mint(&self, aud: &str, scope: &str) -> String {
+        self.mint_as(aud, scope, "bench")
+    }
+
+    /// The same for another subject.
+    pub fn mint_as(&self, aud: &str, scope: &str, sub: &str) -> String {
         let mut claims: Value = mcpgate_test_support::claims(&self.issuer, aud, scope);
         claims["exp"] = json!(mcpgate_test_support::now() + TOKEN_LIFETIME_SECS);
-        claims["sub"] = json!("bench");
+        claims["sub"] = json!(sub);
         self.key.sign(&claims)
     }
 }

@@ -90,6 +90,11 @@ pub struct RunArgs {
         value_parser = ["direct", "nginx", "mcpgate"]
     )]
     pub targets: Vec<String>,
+    /// Measure mcpgate in three configurations, rotated with the other
+    /// targets: audit trail off and no policy, as shipped (audit on), and
+    /// audit on with a 100-policy Cedar set on the route.
+    #[arg(long)]
+    pub features_matrix: bool,
     /// Concurrent keep-alive connections of the load generator.
     #[arg(long, default_value_t = 32)]
     pub connections: usize,

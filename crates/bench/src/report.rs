@@ -16,6 +16,22 @@ pub const TARGET_SSE_STREAMS: usize = 10_000;
 /// ... must stay under this.
 pub const MAX_SSE_RSS_BYTES: f64 = 200e6;
 
+/// With audit and 100 policies on, mcpgate's throughput must be at least
+/// this share of its throughput with both off (`--features-matrix`).
+pub const MIN_FEATURES_THROUGHPUT_PCT: f64 = 85.0;
+/// The policies may add at most this much to the p50 (µs).
+pub const MAX_POLICY_ADDED_P50_US: f64 = 20.0;
+
+/// mcpgate as shipped (audit on, no policy): the target the verdicts
+/// against nginx judge.
+pub const GW_DEFAULT: &str = "mcpgate";
+/// `--features-matrix`: `[audit] enabled = false`, no policy.
+pub const GW_AUDIT_OFF: &str = "mcpgate (audit off)";
+/// `--features-matrix`: audit on and a 100-policy set on the route.
+pub const GW_POLICIES: &str = "mcpgate (+100 policies)";
+/// Every target, in the order of the tables.
+const TARGETS: [&str; 5] = ["direct", "nginx", GW_AUDIT_OFF, GW_DEFAULT, GW_POLICIES];
+
 /// One target in one round.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunStats {
@@ -108,8 +124,32 @@ pub struct Verdicts {
     pub throughput_pass: Option<bool>,
     pub latency_pass: Option<bool>,
     pub sse_rss_pass: Option<bool>,
+    /// `--features-matrix` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features: Option<FeatureVerdicts>,
     /// False if any request failed: the load numbers are then not valid.
     pub valid: bool,
+}
+
+/// The mcpgate configurations compared with "audit off, no policy", paired
+/// per round, median over rounds.
+#[derive(Debug, Clone, Serialize)]
+pub struct FeatureVerdicts {
+    /// Audit on: req/s ÷ audit-off req/s × 100.
+    pub audit_throughput_pct: f64,
+    /// Audit on: p50 − audit-off p50.
+    pub audit_added_p50_ms: f64,
+    /// Audit and policies on: req/s ÷ audit-off req/s × 100.
+    pub policies_throughput_pct: f64,
+    pub policies_throughput_pct_per_round: Vec<f64>,
+    pub policies_added_p50_ms: f64,
+    /// The policies alone: p50 with them − p50 with audit on only.
+    pub policy_added_p50_us: f64,
+    pub policy_added_p50_us_per_round: Vec<f64>,
+    /// The policies alone: mcpgate's CPU per request with them − without.
+    pub policy_added_cpu_us_per_req: Option<f64>,
+    pub throughput_pass: bool,
+    pub policy_latency_pass: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -119,6 +159,42 @@ pub struct Report {
     pub summary: Vec<Summary>,
     pub sse: Vec<SseStats>,
     pub verdicts: Verdicts,
+}
+
+/// The `--features-matrix` comparisons, if its three configurations ran.
+fn feature_verdicts(runs: &[RunStats], rounds: usize) -> Option<FeatureVerdicts> {
+    let (mut audit_pct, mut audit_p50, mut pol_pct, mut pol_p50) = (vec![], vec![], vec![], vec![]);
+    let (mut added_us, mut added_cpu) = (vec![], vec![]);
+    for round in 1..=rounds {
+        let get = |t: &str| runs.iter().find(|r| r.round == round && r.target == t);
+        let (Some(off), Some(on), Some(pol)) =
+            (get(GW_AUDIT_OFF), get(GW_DEFAULT), get(GW_POLICIES))
+        else {
+            continue;
+        };
+        audit_pct.push(100.0 * on.req_per_sec / off.req_per_sec);
+        audit_p50.push(on.p50_ms - off.p50_ms);
+        pol_pct.push(100.0 * pol.req_per_sec / off.req_per_sec);
+        pol_p50.push(pol.p50_ms - off.p50_ms);
+        added_us.push((pol.p50_ms - on.p50_ms) * 1000.0);
+        if let (Some(a), Some(b)) = (pol.proxy_cpu_us_per_req, on.proxy_cpu_us_per_req) {
+            added_cpu.push(a - b);
+        }
+    }
+    let policies_throughput_pct = median_opt(&pol_pct)?;
+    let policy_added_p50_us = median_opt(&added_us)?;
+    Some(FeatureVerdicts {
+        audit_throughput_pct: median_opt(&audit_pct)?,
+        audit_added_p50_ms: median_opt(&audit_p50)?,
+        policies_throughput_pct,
+        policies_throughput_pct_per_round: pol_pct,
+        policies_added_p50_ms: median_opt(&pol_p50)?,
+        policy_added_p50_us,
+        policy_added_p50_us_per_round: added_us,
+        policy_added_cpu_us_per_req: median_opt(&added_cpu),
+        throughput_pass: policies_throughput_pct >= MIN_FEATURES_THROUGHPUT_PCT,
+        policy_latency_pass: policy_added_p50_us < MAX_POLICY_ADDED_P50_US,
+    })
 }
 
 fn median_opt(v: &[f64]) -> Option<f64> {
@@ -144,7 +220,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 impl Report {
     pub fn new(setup: Setup, runs: Vec<RunStats>, sse: Vec<SseStats>) -> Self {
         let mut summary = Vec::new();
-        for target in ["direct", "nginx", "mcpgate"] {
+        for target in TARGETS {
             let rs: Vec<&RunStats> = runs.iter().filter(|r| r.target == target).collect();
             if rs.is_empty() {
                 continue;
@@ -186,6 +262,7 @@ impl Report {
                 f64::INFINITY
             });
         }
+        let features = feature_verdicts(&runs, rounds);
         let throughput_pct = median_opt(&pct);
         let added_p50_ratio = median_opt(&ratio);
         let verdicts = Verdicts {
@@ -201,6 +278,7 @@ impl Report {
                 .iter()
                 .find(|s| s.target == "mcpgate")
                 .map(|s| s.rss_kib_at_target * 1024.0 < MAX_SSE_RSS_BYTES),
+            features,
             valid: runs.iter().all(|r| r.errors == 0),
         };
         Self {
@@ -219,6 +297,9 @@ impl Report {
             && [v.throughput_pass, v.latency_pass, v.sse_rss_pass]
                 .iter()
                 .all(|p| p.unwrap_or(true))
+            && v.features
+                .as_ref()
+                .is_none_or(|f| f.throughput_pass && f.policy_latency_pass)
     }
 
     pub fn text(&self) -> String {
@@ -246,9 +327,15 @@ impl Report {
         );
         if !self.summary.is_empty() {
             let _ = writeln!(o);
+            let w = self
+                .summary
+                .iter()
+                .map(|t| t.target.len())
+                .max()
+                .unwrap_or(0);
             let _ = writeln!(
                 o,
-                "{:<9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>13}",
+                "{:<w$} {:>9} {:>9} {:>9} {:>9} {:>7} {:>13}",
                 "target", "req/s", "p50", "p90", "p99", "errors", "proxy CPU/req"
             );
             for t in &self.summary {
@@ -257,7 +344,7 @@ impl Report {
                     .map_or_else(|| "-".to_owned(), |c| format!("{c:.1} µs"));
                 let _ = writeln!(
                     o,
-                    "{:<9} {:>9.0} {:>7.3}ms {:>7.3}ms {:>7.3}ms {:>7} {:>13}",
+                    "{:<w$} {:>9.0} {:>7.3}ms {:>7.3}ms {:>7.3}ms {:>7} {:>13}",
                     t.target, t.req_per_sec, t.p50_ms, t.p90_ms, t.p99_ms, t.errors, cpu
                 );
             }
@@ -302,6 +389,32 @@ impl Report {
                     list(&v.added_p50_ratio_per_round, "x")
                 );
             }
+            if let Some(f) = &v.features {
+                let pass = |p: bool| if p { "PASS" } else { "FAIL" };
+                let cpu = f
+                    .policy_added_cpu_us_per_req
+                    .map_or_else(String::new, |c| format!(", proxy CPU {c:+.1} µs/req"));
+                let _ = writeln!(
+                    o,
+                    "mcpgate configurations vs {GW_AUDIT_OFF:?} (paired per round, median):\n  \
+                     audit on:             throughput {:+.1} %, p50 {:+.3} ms\n  \
+                     audit + 100 policies: throughput {:+.1} %, p50 {:+.3} ms\n\
+                     throughput with audit + 100 policies: {:.1} % of audit off (target >= {MIN_FEATURES_THROUGHPUT_PCT:.0} %)  {}\n  \
+                     per round: {}\n\
+                     100 policies over audit on: p50 {:+.1} µs{cpu} (target < {MAX_POLICY_ADDED_P50_US:.0} µs)  {}\n  \
+                     per round: {}",
+                    f.audit_throughput_pct - 100.0,
+                    f.audit_added_p50_ms,
+                    f.policies_throughput_pct - 100.0,
+                    f.policies_added_p50_ms,
+                    f.policies_throughput_pct,
+                    pass(f.throughput_pass),
+                    list(&f.policies_throughput_pct_per_round, " %"),
+                    f.policy_added_p50_us,
+                    pass(f.policy_latency_pass),
+                    list(&f.policy_added_p50_us_per_round, " µs"),
+                );
+            }
             if !v.valid {
                 let _ = writeln!(o, "INVALID RUN: requests failed:");
                 for r in self.runs.iter().filter(|r| r.errors > 0) {
@@ -319,7 +432,7 @@ impl Report {
                 o,
                 "\nper round: req/s, p50 ms, [CPUs busy with other work on the machine]"
             );
-            for t in ["direct", "nginx", "mcpgate"] {
+            for t in TARGETS {
                 let line: Vec<String> = self
                     .runs
                     .iter()
@@ -332,7 +445,7 @@ impl Report {
                     })
                     .collect();
                 if !line.is_empty() {
-                    let _ = writeln!(o, "  {t:<8} {}", line.join("   "));
+                    let _ = writeln!(o, "  {t:<w$} {}", line.join("   "));
                 }
             }
             let busiest = self
@@ -354,7 +467,7 @@ impl Report {
             for t in &self.summary {
                 let _ = writeln!(
                     o,
-                    "  {:<8} {} / {:.1} / {:.1}",
+                    "  {:<w$} {} / {:.1} / {:.1}",
                     t.target,
                     t.proxy_cpu_us_per_req
                         .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}")),
@@ -479,6 +592,26 @@ mod tests {
         assert!((v.added_p50_ratio.unwrap() - 1.4).abs() < 1e-9);
         assert_eq!(v.latency_pass, Some(true));
         assert!(r.passed());
+    }
+
+    #[test]
+    fn features_matrix_is_paired_with_audit_off() {
+        let mut runs = Vec::new();
+        for (round, off, on, pol) in [(1, 100.0, 80.0, 78.0), (2, 200.0, 150.0, 140.0)] {
+            runs.push(run(GW_AUDIT_OFF, round, off, 1.0));
+            runs.push(run(GW_DEFAULT, round, on, 1.2));
+            runs.push(run(GW_POLICIES, round, pol, 1.21));
+        }
+        let r = Report::new(setup(), runs, Vec::new());
+        let f = r.verdicts.features.as_ref().unwrap();
+        assert_eq!(f.policies_throughput_pct_per_round, vec![78.0, 70.0]);
+        assert_eq!(f.policies_throughput_pct, 74.0);
+        assert!(!f.throughput_pass);
+        assert!((f.policy_added_p50_us - 10.0).abs() < 1e-6);
+        assert!(f.policy_latency_pass);
+        assert!(!r.passed());
+        assert_eq!(r.summary.len(), 3);
+        assert!(r.text().contains("74.0 % of audit off"));
     }
 
     #[test]

@@ -15,7 +15,9 @@ use crate::RunArgs;
 use crate::issuer::Issuer;
 use crate::load::{self, TOOLS_CALL, Target};
 use crate::proc::{self, Child};
-use crate::report::{Report, RunStats, Setup, SseStats, TARGET_SSE_STREAMS};
+use crate::report::{
+    GW_AUDIT_OFF, GW_DEFAULT, GW_POLICIES, Report, RunStats, Setup, SseStats, TARGET_SSE_STREAMS,
+};
 use crate::sse;
 
 /// The route every target serves (the upstream ignores the path).
@@ -123,65 +125,143 @@ async fn load_phase(
     upstream: &mut Child,
     upstream_addr: SocketAddr,
 ) -> anyhow::Result<Vec<RunStats>> {
-    let mut gw =
-        Gateway::start(mcpgate, dir, "gateway", issuer, upstream_addr, args.workers).await?;
+    // mcpgate as shipped (audit on, no policy) and, with --features-matrix,
+    // the same with the audit trail off and with 100 policies on the route.
+    let mut configs = vec![(GW_DEFAULT, "gateway", GatewayFeatures::default())];
+    if args.features_matrix {
+        let policy = dir.join("bench-policies.cedar");
+        std::fs::write(&policy, policy_set())?;
+        configs.insert(
+            0,
+            (
+                GW_AUDIT_OFF,
+                "gateway-audit-off",
+                GatewayFeatures {
+                    audit: false,
+                    policy: None,
+                },
+            ),
+        );
+        configs.push((
+            GW_POLICIES,
+            "gateway-policies",
+            GatewayFeatures {
+                audit: true,
+                policy: Some(policy),
+            },
+        ));
+    }
+    let mut gws = Vec::new();
+    for (target, name, features) in &configs {
+        let gw = Gateway::start(
+            mcpgate,
+            dir,
+            name,
+            issuer,
+            upstream_addr,
+            args.workers,
+            features,
+        )
+        .await?;
+        gws.push((*target, gw));
+    }
     let mut nginx = start_nginx(args, dir, upstream_addr, "nginx").await?;
+    for (target, gw) in &gws {
+        progress!(
+            "{target} on {} (pid {}), {} worker(s)",
+            gw.addr,
+            gw.child.pid(),
+            args.workers
+        );
+    }
     progress!(
-        "mcpgate on {} (pid {}), nginx on {} (pid {}), {} worker(s) each",
-        gw.addr,
-        gw.child.pid(),
+        "nginx on {} (pid {}), {} worker(s)",
         nginx.1,
         nginx.0.pid(),
         args.workers
     );
-    let targets = [
-        Target {
-            name: "direct",
-            addr: upstream_addr,
-            path: ROUTE.into(),
-            bearer: None,
-        },
-        Target {
-            name: "nginx",
-            addr: nginx.1,
-            path: ROUTE.into(),
-            bearer: None,
-        },
-        Target {
-            name: "mcpgate",
-            addr: gw.addr,
-            path: ROUTE.into(),
-            bearer: Some(issuer.mint(&gw.resource, "mcp")),
-        },
+    // Each target with the pid of its proxy.
+    let mut targets = vec![
+        (
+            Target {
+                name: "direct",
+                addr: upstream_addr,
+                path: ROUTE.into(),
+                bearer: None,
+            },
+            None,
+        ),
+        (
+            Target {
+                name: "nginx",
+                addr: nginx.1,
+                path: ROUTE.into(),
+                bearer: None,
+            },
+            Some(nginx.0.pid()),
+        ),
     ];
-    for t in &targets {
+    for (name, gw) in &gws {
+        targets.push((
+            Target {
+                name,
+                addr: gw.addr,
+                path: ROUTE.into(),
+                bearer: Some(issuer.mint(&gw.resource, "mcp")),
+            },
+            Some(gw.child.pid()),
+        ));
+    }
+    for (t, _) in &targets {
         smoke(t).await?;
     }
-    // The gateway really authenticates: no token, no call.
-    let anonymous = Target {
-        bearer: None,
-        ..targets[2].clone()
-    };
-    let (status, _) = post(&anonymous).await?;
-    if status != StatusCode::UNAUTHORIZED {
-        bail!("mcpgate answered {status} to a tools/call without a token; expected 401");
+    for (t, _) in targets.iter().filter(|(t, _)| t.bearer.is_some()) {
+        // The gateway really authenticates: no token, no call.
+        let anonymous = Target {
+            bearer: None,
+            ..t.clone()
+        };
+        let (status, _) = post(&anonymous).await?;
+        if status != StatusCode::UNAUTHORIZED {
+            bail!(
+                "{} answered {status} to a tools/call without a token; expected 401",
+                t.name
+            );
+        }
+    }
+    if let Some((t, _)) = targets.iter().find(|(t, _)| t.name == GW_POLICIES) {
+        // ... and the policies are in force: a caller they forbid is refused.
+        let denied = Target {
+            bearer: Some(issuer.mint_as(&format!("http://{}{ROUTE}", t.addr), "mcp", "user0")),
+            ..t.clone()
+        };
+        let (status, _) = post(&denied).await?;
+        if status != StatusCode::FORBIDDEN {
+            bail!(
+                "{} answered {status} to a caller its policies forbid; expected 403",
+                t.name
+            );
+        }
     }
 
-    let selected: Vec<&Target> = targets
+    let selected: Vec<&(Target, Option<u32>)> = targets
         .iter()
-        .filter(|t| args.targets.iter().any(|n| n == t.name))
+        .filter(|(t, _)| {
+            // `mcpgate` selects every mcpgate configuration.
+            let kind = if t.bearer.is_some() {
+                "mcpgate"
+            } else {
+                t.name
+            };
+            args.targets.iter().any(|n| n == kind)
+        })
         .collect();
     let mut runs = Vec::new();
     for round in 0..args.rounds {
         for k in 0..selected.len() {
             // Rotate the order so no target always runs first or last.
-            let t = selected[(round + k) % selected.len()];
-            let proxy_pid = match t.name {
-                "nginx" => Some(nginx.0.pid()),
-                "mcpgate" => Some(gw.child.pid()),
-                _ => None,
-            };
-            let stats = measure(args, t, round + 1, proxy_pid, upstream.pid()).await?;
+            let (t, proxy_pid) = selected[(round + k) % selected.len()];
+            let stats = measure(args, t, round + 1, *proxy_pid, upstream.pid()).await?;
             progress!(
                 "round {}/{} {:<7}: {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}",
                 round + 1,
@@ -195,12 +275,75 @@ async fn load_phase(
             runs.push(stats);
             upstream.check_alive()?;
             nginx.0.check_alive()?;
-            gw.child.check_alive()?;
+            for (_, gw) in &mut gws {
+                gw.child.check_alive()?;
+            }
         }
     }
     nginx.0.stop(Duration::from_secs(5)).await;
-    gw.child.stop(Duration::from_secs(5)).await;
+    for (_, gw) in gws {
+        gw.child.stop(Duration::from_secs(5)).await;
+    }
     Ok(runs)
+}
+
+/// The `--features-matrix` policy set: 100 policies shaped like the policy
+/// crate's "scoped" benchmark set (`crates/policy/examples/bench.rs`), so
+/// that the scope index leaves the bench's call (`User::"bench"`,
+/// `tools/call` of `Tool::"echo"` on `Route::"/mcp"`, scope `mcp`, from
+/// 127.0.0.1) about six policies to evaluate, one of which permits it.
+/// Nothing depends on the time of day or the weekday.
+pub fn policy_set() -> String {
+    let mut out = String::from(
+        "// Written by mcpgate-bench --features-matrix.\n\
+         @id(\"bench\")\n\
+         permit (principal, action == Action::\"tools/call\", resource == Tool::\"echo\")\n\
+         when { context.scopes.contains(\"mcp\") };\n",
+    );
+    // 40 per-tool permits, 20 per-tool argument forbids.
+    for i in 0..40 {
+        out += &format!(
+            "permit (principal, action == Action::\"tools/call\", resource == Tool::\"tool{i}\")\n\
+             when {{ principal.groups.contains(\"g{}\") || principal.scopes.contains(\"admin:tools\") }};\n",
+            i % 10
+        );
+    }
+    for i in 0..20 {
+        out += &format!(
+            "forbid (principal, action == Action::\"tools/call\", resource == Tool::\"tool{}\")\n\
+             when {{ context.arguments has path && context.arguments.path like \"/secret/*\" }};\n",
+            i * 2
+        );
+    }
+    // 20 per-user forbids (user0 is the one the bench checks is refused).
+    for i in 0..20 {
+        out += &format!(
+            "forbid (principal == User::\"user{}\", action, resource)\n\
+             when {{ context.hour_utc < 6 || !context.scopes.contains(\"mcp:tools\") }};\n",
+            i * 3
+        );
+    }
+    // 10 permits on other routes, 5 session permits on other routes.
+    for i in 0..10 {
+        out += &format!(
+            "permit (principal, action == Action::\"tools/call\", resource in Route::\"/r{}\")\n\
+             when {{ context.scopes.contains(\"s{i}\") && context.arguments has limit && context.arguments.limit < 100 }};\n",
+            i % 5
+        );
+    }
+    for i in 0..5 {
+        out += &format!(
+            "permit (principal, action in [Action::\"initialize\", Action::\"ping\", Action::\"tools/list\", \
+             Action::\"resources/list\", Action::\"prompts/list\"], resource == Route::\"/r{i}\");\n"
+        );
+    }
+    // 4 on everything: evaluated for the bench's call, none denies it.
+    out += "forbid (principal, action, resource) unless { context.weekday_utc < 7 || principal.roles.contains(\"oncall\") };\n\
+            forbid (principal, action == Action::\"tools/call\", resource)\n  \
+              when { context has client_ip && !context.client_ip.isLoopback() && !context.client_ip.isInRange(ip(\"10.0.0.0/8\")) };\n\
+            forbid (principal is ApiKey, action == Action::\"tools/call\", resource) unless { context.mtls };\n\
+            @id(\"admins\") permit (principal, action, resource) when { principal.roles.contains(\"admin\") };\n";
+    out
 }
 
 /// One measured run of one target, with the CPU time its processes spent
@@ -272,6 +415,7 @@ async fn sse_phase(
         issuer,
         upstream_addr,
         args.workers,
+        &GatewayFeatures::default(),
     )
     .await?;
     let target = Target {
@@ -416,6 +560,25 @@ async fn hold_streams(
     })
 }
 
+/// What a gateway's config turns on besides the route itself.
+#[derive(Debug)]
+struct GatewayFeatures {
+    /// `[audit] enabled` (mcpgate's default: on).
+    audit: bool,
+    /// The route's `policy` file.
+    policy: Option<PathBuf>,
+}
+
+impl Default for GatewayFeatures {
+    /// mcpgate's defaults.
+    fn default() -> Self {
+        Self {
+            audit: true,
+            policy: None,
+        }
+    }
+}
+
 /// A running mcpgate with its address and the route's resource URI.
 #[derive(Debug)]
 struct Gateway {
@@ -432,6 +595,7 @@ impl Gateway {
         issuer: &Issuer,
         upstream: SocketAddr,
         workers: usize,
+        features: &GatewayFeatures,
     ) -> anyhow::Result<Self> {
         let port = proc::free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -449,13 +613,16 @@ impl Gateway {
              [limits]\n\
              # Stop quickly at the end of the run even with streams open.\n\
              shutdown_grace_secs = 1\n\n\
+             [audit]\n\
+             enabled = {audit}\n\n\
              [[trusted_issuers]]\n\
              issuer = {iss}\n\
              jwks_uri = {jwks}\n\n\
              [[routes]]\n\
              path = {route}\n\
              upstream_url = {up}\n\
-             scopes = [\"mcp\"]\n",
+             scopes = [\"mcp\"]\n\
+             {policy}",
             listen = q(&addr.to_string()),
             public = q(&public_url),
             storage = q(&format!("sqlite://{}", db.display())),
@@ -463,6 +630,10 @@ impl Gateway {
             jwks = q(&issuer.jwks_uri),
             route = q(ROUTE),
             up = q(&format!("http://{upstream}{ROUTE}")),
+            audit = features.audit,
+            policy = features.policy.as_ref().map_or_else(String::new, |p| {
+                format!("policy = {}\n", q(&p.display().to_string()))
+            }),
         );
         std::fs::write(&config_path, config)?;
         let mut cmd = tokio::process::Command::new(bin);
