@@ -631,10 +631,11 @@ pub async fn post(
             if action == "deny" {
                 tracing::info!(client_id = %pending.c, user = %session.u, "consent denied");
                 let _ = s
-                    .record(
-                        consent_event(&pending, &session.u, mcpgate_audit::outcome::DENIED),
-                        true,
-                    )
+                    .record(consent_event(
+                        &pending,
+                        &session.u,
+                        mcpgate_audit::outcome::DENIED,
+                    ))
                     .await;
                 return Back {
                     issuer: &s.issuer,
@@ -656,10 +657,11 @@ pub async fn post(
             }
             tracing::info!(client_id = %pending.c, user = %session.u, aud = %pending.a, scope = %pending.g, "consent given");
             if let Err(e) = s
-                .record(
-                    consent_event(&pending, &session.u, mcpgate_audit::outcome::ALLOWED),
-                    true,
-                )
+                .record(consent_event(
+                    &pending,
+                    &session.u,
+                    mcpgate_audit::outcome::ALLOWED,
+                ))
                 .await
             {
                 tracing::error!(error = %e, "audit record not written");
@@ -763,7 +765,7 @@ async fn login(
         if let Some(a) = addr {
             ev = ev.peer(a.to_string());
         }
-        let _ = s.record(ev, true).await;
+        let _ = s.record(ev).await;
         return login_page(s, client, pending, sealed, Some(FAILED));
     }
     if let Err(e) = s
@@ -796,7 +798,7 @@ async fn login(
     if let Some(a) = addr {
         ev = ev.peer(a.to_string());
     }
-    let _ = s.record(ev, true).await;
+    let _ = s.record(ev).await;
     let cookie = set_cookie(
         s,
         session_cookie_name(s),

@@ -47,8 +47,8 @@ pub async fn revoke(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !s.token_requests.admit(crate::peer_ip(&ext)) {
-        return OAuthError::SlowDown(60).into_response();
+    if let Err(e) = s.admit_token_request(&ext) {
+        return e.into_response();
     }
     let r = async {
         let form = parse_form(&headers, &body)?;
@@ -76,9 +76,7 @@ pub async fn revoke(
                         &g.client_id,
                         &g.resource,
                     )
-                    .details(json!({"token_type": "refresh_token", "grant": g.grant_id})),
-                    true,
-                )
+                    .details(json!({"token_type": "refresh_token", "grant": g.grant_id})))
                 .await
                 .map_err(|e| OAuthError::Server(format!("audit: {e}")))?;
             }
@@ -99,9 +97,7 @@ pub async fn revoke(
                     &client.client_id,
                     c.aud.first().map_or("", String::as_str),
                 )
-                .details(json!({"token_type": "access_token", "jti": jti})),
-                true,
-            )
+                .details(json!({"token_type": "access_token", "jti": jti})))
             .await
             .map_err(|e| OAuthError::Server(format!("audit: {e}")))?;
         }
@@ -119,8 +115,8 @@ pub async fn introspect(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !s.token_requests.admit(crate::peer_ip(&ext)) {
-        return OAuthError::SlowDown(60).into_response();
+    if let Err(e) = s.admit_token_request(&ext) {
+        return e.into_response();
     }
     let r = async {
         let form = parse_form(&headers, &body)?;

@@ -155,23 +155,29 @@ impl AuthServer {
         self
     }
 
-    /// Writes an event: durably (waiting for the commit) when `durable`,
-    /// else queued. A failed durable write is an error the caller turns
-    /// into a refusal: nothing is issued that the trail does not record.
+    /// Writes an event durably (waiting for the commit). A failure is an
+    /// error the caller turns into a refusal where something is issued:
+    /// nothing goes out that the trail does not record.
     pub(crate) async fn record(
         &self,
         ev: mcpgate_audit::Event,
-        durable: bool,
     ) -> Result<(), mcpgate_audit::AuditError> {
         match &self.audit {
             None => Ok(()),
-            Some(a) if durable => a.append(ev).await,
-            Some(a) => {
-                if let Err(e) = a.append_nowait(ev) {
-                    tracing::warn!(error = %e, "audit record dropped");
-                }
-                Ok(())
-            }
+            Some(a) => a.append(ev).await,
+        }
+    }
+
+    /// Counts a token, revocation or introspection request against the
+    /// source address's `token_requests_per_minute`.
+    pub(crate) fn admit_token_request(
+        &self,
+        ext: &http::Extensions,
+    ) -> Result<(), error::OAuthError> {
+        if self.token_requests.admit(peer_ip(ext)) {
+            Ok(())
+        } else {
+            Err(error::OAuthError::SlowDown(60))
         }
     }
 

@@ -279,7 +279,7 @@ async fn run(
     if let Some(a) = addr {
         ev = ev.peer(a.to_string());
     }
-    s.record(ev, true)
+    s.record(ev)
         .await
         .map_err(|e| OAuthError::Server(format!("audit: {e}")))?;
     let mut doc = json!({

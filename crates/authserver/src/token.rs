@@ -126,8 +126,8 @@ pub async fn token(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !s.token_requests.admit(crate::peer_ip(&ext)) {
-        return OAuthError::SlowDown(60).into_response();
+    if let Err(e) = s.admit_token_request(&ext) {
+        return e.into_response();
     }
     match run(&s, &headers, &body).await {
         Ok(r) => r,
@@ -292,7 +292,6 @@ async fn client_credentials(
             resource.uri.as_str(),
         )
         .details(serde_json::json!({"grant_type": "client_credentials", "scope": scope})),
-        true,
     )
     .await
     .map_err(|e| OAuthError::Server(format!("audit: {e}")))?;
@@ -366,7 +365,6 @@ async fn authorization_code(
                     )
                     .reason("authorization code redeemed twice: grant revoked")
                     .details(serde_json::json!({"grant": rec.grant_id})),
-                    true,
                 )
                 .await;
             return Err(OAuthError::InvalidGrant(BAD_CODE));
@@ -426,9 +424,7 @@ async fn authorization_code(
     tracing::info!(client_id = %grant.client_id, user = %grant.subject, aud = %grant.resource, scope = %grant.scope, grant = %grant.grant_id, "issued tokens (authorization_code)");
     s.record(
         issued(mcpgate_audit::EventKind::TokenIssued, &grant.subject, &grant.client_id, &grant.resource)
-            .details(serde_json::json!({"grant_type": "authorization_code", "scope": grant.scope, "grant": grant.grant_id})),
-        true,
-    )
+            .details(serde_json::json!({"grant_type": "authorization_code", "scope": grant.scope, "grant": grant.grant_id})))
     .await
     .map_err(|e| OAuthError::Server(format!("audit: {e}")))?;
     Ok(response(s, at, &grant.scope, refresh.map(|(t, _)| t)))
@@ -531,7 +527,6 @@ async fn refresh(s: &AuthServer, client: &Client, form: &Form) -> Result<Respons
                     &g.resource,
                 )
                 .details(serde_json::json!({"scope": scope, "grant": g.grant_id})),
-                true,
             )
             .await
             .map_err(|e| OAuthError::Server(format!("audit: {e}")))?;
@@ -550,7 +545,6 @@ async fn refresh(s: &AuthServer, client: &Client, form: &Form) -> Result<Respons
                     )
                     .reason("a rotated refresh token was presented: grant revoked")
                     .details(serde_json::json!({"grant": g.grant_id})),
-                    true,
                 )
                 .await;
             Err(OAuthError::InvalidGrant(BAD_REFRESH))
