@@ -349,15 +349,11 @@ async fn run(
             let by_policy = policies
                 .filter(|p| !p.is_allow_all())
                 .zip(kind)
-                .map(|(p, _)| crate::policy::ListScope {
+                .map(|(p, list)| crate::policy::ListScope {
                     policies: p,
                     route: route.config.path.clone(),
                     principal: principal.clone(),
-                    list_method: match kind {
-                        Some(ListKind::Prompts) => "prompts/list",
-                        Some(ListKind::Resources) => "resources/list",
-                        _ => "tools/list",
-                    },
+                    list,
                     peer,
                 });
             match kind {

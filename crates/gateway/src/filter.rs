@@ -28,6 +28,15 @@ impl ListKind {
         }
     }
 
+    /// The method that asks for this list.
+    pub fn method(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools/list",
+            ListKind::Prompts => "prompts/list",
+            ListKind::Resources => "resources/list",
+        }
+    }
+
     /// (result member holding the list, member naming an item).
     fn members(self) -> (&'static str, &'static str) {
         match self {

@@ -20,6 +20,7 @@ use mcpgate_store::DEFAULT_TENANT;
 use crate::audit::RequestFacts;
 use crate::authn::{Principal, PrincipalKind};
 use crate::error::Reject;
+use crate::filter::ListKind;
 
 /// The principal as the schema names it; `None` for anonymous callers.
 pub fn principal_ref(p: &Principal) -> Option<PrincipalRef<'_>> {
@@ -109,7 +110,7 @@ pub fn may_use(
     policies: &Policies,
     route: &str,
     principal: &Principal,
-    list_method: &str,
+    list: ListKind,
     peer: Option<IpAddr>,
     item: &str,
 ) -> bool {
@@ -119,16 +120,15 @@ pub fn may_use(
     let Some(who) = principal_ref(principal) else {
         return false;
     };
-    let target = match list_method {
-        "tools/list" => Target::Tool(item),
-        "resources/list" => Target::Resource(item),
-        "prompts/list" => Target::Prompt(item),
-        _ => return false,
+    let target = match list {
+        ListKind::Tools => Target::Tool(item),
+        ListKind::Resources => Target::Resource(item),
+        ListKind::Prompts => Target::Prompt(item),
     };
     policies.may_use(
         &Request {
             principal: who,
-            action: list_method,
+            action: list.method(),
             target: Target::Route,
             route,
             context: Context {
@@ -148,7 +148,7 @@ pub struct ListScope {
     pub policies: Policies,
     pub route: String,
     pub principal: Arc<Principal>,
-    pub list_method: &'static str,
+    pub list: ListKind,
     pub peer: Option<IpAddr>,
 }
 
@@ -158,7 +158,7 @@ impl ListScope {
             &self.policies,
             &self.route,
             &self.principal,
-            self.list_method,
+            self.list,
             self.peer,
             item,
         )
