@@ -48,10 +48,10 @@ pub(super) async fn apikey(cmd: ApiKeyCommand) -> anyhow::Result<()> {
             store.insert_api_key(&rec).await?;
             super::audit::record_admin(
                 &cfg,
-                mcpgate_audit::Event::new(mcpgate_audit::EventKind::ApikeyCreated, mcpgate_audit::outcome::OK)
+                super::audit::admin_event(mcpgate_audit::EventKind::ApikeyCreated)
                     .route(&route)
                     .subject(format!("apikey:{}", key.id))
-                    .details(json!({"via": "cli", "id": key.id, "name": name, "scopes": rec.scopes, "expires_at": expires_at})),
+                    .details(json!({"id": key.id, "name": name, "scopes": rec.scopes, "expires_at": expires_at})),
             )
             .await?;
             let secret = std::str::from_utf8(key.key.expose())?;
@@ -133,12 +133,9 @@ pub(super) async fn apikey(cmd: ApiKeyCommand) -> anyhow::Result<()> {
             if changed {
                 super::audit::record_admin(
                     &cfg,
-                    mcpgate_audit::Event::new(
-                        mcpgate_audit::EventKind::ApikeyRevoked,
-                        mcpgate_audit::outcome::OK,
-                    )
-                    .subject(format!("apikey:{id}"))
-                    .details(json!({"via": "cli", "id": id})),
+                    super::audit::admin_event(mcpgate_audit::EventKind::ApikeyRevoked)
+                        .subject(format!("apikey:{id}"))
+                        .details(json!({"id": id})),
                 )
                 .await?;
             }

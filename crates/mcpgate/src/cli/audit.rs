@@ -123,13 +123,25 @@ pub(super) async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
     }
 }
 
+/// An administrative change that succeeded, to pass to [`record_admin`].
+pub(super) fn admin_event(kind: mcpgate_audit::EventKind) -> mcpgate_audit::Event {
+    mcpgate_audit::Event::new(kind, mcpgate_audit::outcome::OK)
+}
+
 /// Records an administrative change made from the command line (API keys,
 /// clients, signing keys, users, consents) in the audit trail, when it is
 /// on. The change is already stored; a failure here is reported so that
 /// the operator knows the trail lacks it.
-pub(super) async fn record_admin(cfg: &Config, ev: mcpgate_audit::Event) -> anyhow::Result<()> {
+/// The event is marked `"via": "cli"` in its details.
+pub(super) async fn record_admin(cfg: &Config, mut ev: mcpgate_audit::Event) -> anyhow::Result<()> {
     if !cfg.audit.enabled {
         return Ok(());
+    }
+    match &mut ev.details {
+        Some(serde_json::Value::Object(m)) => {
+            m.insert("via".into(), "cli".into());
+        }
+        d => *d = Some(json!({"via": "cli"})),
     }
     let store = mcpgate_store::open_audit(&cfg.storage.resolved_url(&cfg.base_dir))
         .await

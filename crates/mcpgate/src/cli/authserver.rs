@@ -119,9 +119,9 @@ pub(super) async fn client(cmd: ClientCommand) -> anyhow::Result<()> {
             store.insert_client(&new.record).await?;
             super::audit::record_admin(
                 &cfg,
-                mcpgate_audit::Event::new(mcpgate_audit::EventKind::ClientRegistered, mcpgate_audit::outcome::OK)
+                super::audit::admin_event(mcpgate_audit::EventKind::ClientRegistered)
                     .client_id(&new.record.client_id)
-                    .details(json!({"via": "cli", "origin": "cli", "name": name,
+                    .details(json!({"origin": "cli", "name": name,
                                     "redirect_uris": new.record.redirect_uris,
                                     "token_endpoint_auth_method": new.record.token_endpoint_auth_method})),
             )
@@ -190,12 +190,8 @@ pub(super) async fn client(cmd: ClientCommand) -> anyhow::Result<()> {
             }
             super::audit::record_admin(
                 &cfg,
-                mcpgate_audit::Event::new(
-                    mcpgate_audit::EventKind::ClientDeleted,
-                    mcpgate_audit::outcome::OK,
-                )
-                .client_id(&client_id)
-                .details(json!({"via": "cli"})),
+                super::audit::admin_event(mcpgate_audit::EventKind::ClientDeleted)
+                    .client_id(&client_id),
             )
             .await?;
             if common.json {
@@ -221,12 +217,9 @@ pub(super) async fn client(cmd: ClientCommand) -> anyhow::Result<()> {
                 .await?;
             super::audit::record_admin(
                 &cfg,
-                mcpgate_audit::Event::new(
-                    mcpgate_audit::EventKind::ClientSecretRotated,
-                    mcpgate_audit::outcome::OK,
-                )
-                .client_id(&client_id)
-                .details(json!({"via": "cli", "previous_valid_until": until})),
+                super::audit::admin_event(mcpgate_audit::EventKind::ClientSecretRotated)
+                    .client_id(&client_id)
+                    .details(json!({"previous_valid_until": until})),
             )
             .await?;
             let secret = std::str::from_utf8(secret.expose())?.to_owned();
@@ -302,11 +295,8 @@ pub(super) async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
             if rotated.is_some() {
                 super::audit::record_admin(
                     &cfg,
-                    mcpgate_audit::Event::new(
-                        mcpgate_audit::EventKind::SigningKeyRotated,
-                        mcpgate_audit::outcome::OK,
-                    )
-                    .details(json!({"via": "cli", "current_kid": current})),
+                    super::audit::admin_event(mcpgate_audit::EventKind::SigningKeyRotated)
+                        .details(json!({"current_kid": current})),
                 )
                 .await?;
             }
@@ -373,15 +363,10 @@ pub(super) async fn grants(cmd: GrantsCommand) -> anyhow::Result<()> {
                 .revoke_grants_of(tenant, &user, &client_id, resource.as_deref(), now)
                 .await?;
             if consents > 0 || grants > 0 {
-                let mut ev = mcpgate_audit::Event::new(
-                    mcpgate_audit::EventKind::ConsentRevoked,
-                    mcpgate_audit::outcome::OK,
-                )
-                .subject(&user)
-                .client_id(&client_id)
-                .details(
-                    json!({"via": "cli", "consents_removed": consents, "grants_revoked": grants}),
-                );
+                let mut ev = super::audit::admin_event(mcpgate_audit::EventKind::ConsentRevoked)
+                    .subject(&user)
+                    .client_id(&client_id)
+                    .details(json!({"consents_removed": consents, "grants_revoked": grants}));
                 if let Some(r) = &resource {
                     ev = ev.route(r);
                 }

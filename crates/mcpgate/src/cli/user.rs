@@ -97,12 +97,7 @@ pub(super) async fn user(cmd: UserCommand) -> anyhow::Result<()> {
             }
             super::audit::record_admin(
                 &cfg,
-                mcpgate_audit::Event::new(
-                    mcpgate_audit::EventKind::UserCreated,
-                    mcpgate_audit::outcome::OK,
-                )
-                .subject(&name)
-                .details(json!({"via": "cli"})),
+                super::audit::admin_event(mcpgate_audit::EventKind::UserCreated).subject(&name),
             )
             .await?;
             if common.json {
@@ -180,12 +175,8 @@ pub(super) async fn user(cmd: UserCommand) -> anyhow::Result<()> {
             if !already {
                 super::audit::record_admin(
                     &cfg,
-                    mcpgate_audit::Event::new(
-                        mcpgate_audit::EventKind::UserDisabled,
-                        mcpgate_audit::outcome::OK,
-                    )
-                    .subject(&name)
-                    .details(json!({"via": "cli"})),
+                    super::audit::admin_event(mcpgate_audit::EventKind::UserDisabled)
+                        .subject(&name),
                 )
                 .await?;
             }
@@ -215,12 +206,7 @@ pub(super) async fn user(cmd: UserCommand) -> anyhow::Result<()> {
             if was {
                 super::audit::record_admin(
                     &cfg,
-                    mcpgate_audit::Event::new(
-                        mcpgate_audit::EventKind::UserEnabled,
-                        mcpgate_audit::outcome::OK,
-                    )
-                    .subject(&name)
-                    .details(json!({"via": "cli"})),
+                    super::audit::admin_event(mcpgate_audit::EventKind::UserEnabled).subject(&name),
                 )
                 .await?;
             }
@@ -257,12 +243,8 @@ pub(super) async fn user(cmd: UserCommand) -> anyhow::Result<()> {
             }
             super::audit::record_admin(
                 &cfg,
-                mcpgate_audit::Event::new(
-                    mcpgate_audit::EventKind::UserPasswordChanged,
-                    mcpgate_audit::outcome::OK,
-                )
-                .subject(&name)
-                .details(json!({"via": "cli"})),
+                super::audit::admin_event(mcpgate_audit::EventKind::UserPasswordChanged)
+                    .subject(&name),
             )
             .await?;
             if common.json {
