@@ -91,11 +91,18 @@ pub struct Http {
 
 impl Http {
     pub fn new(timeout: Duration) -> Result<Self, String> {
+        Self::with_user_agent(
+            timeout,
+            concat!("mcpgate-probe/", env!("CARGO_PKG_VERSION")),
+        )
+    }
+
+    pub fn with_user_agent(timeout: Duration, agent: &str) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .connect_timeout(timeout)
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("mcpgate-probe/", env!("CARGO_PKG_VERSION")))
+            .user_agent(agent)
             .build()
             .map_err(|e| error_chain(&e))?;
         Ok(Self { client })

@@ -1,7 +1,8 @@
 //! The client side of mcpgate: what an MCP client does before it can call a
-//! protected server. For now that is [`probe`], the authorization check-up
-//! behind `mcpgate probe URL`; `mcpgate connect` will reuse [`discovery`]
-//! and [`challenge`].
+//! protected server. [`connect`] is `mcpgate connect URL`, a stdio bridge
+//! that authorizes as an MCP client and relays; [`probe`] is the
+//! authorization check-up behind `mcpgate probe URL`. Both use
+//! [`discovery`] and [`challenge`].
 //!
 //! The probe walks the discovery an MCP client walks, without credentials:
 //! an unauthenticated request and its `WWW-Authenticate` challenge
@@ -19,6 +20,7 @@
 //! `--other-resource`, which must share its origin).
 
 pub mod challenge;
+pub mod connect;
 pub mod discovery;
 pub mod http;
 pub mod probe;

@@ -89,6 +89,9 @@ enum Command {
     /// Check an MCP server's authorization the way clients discover it;
     /// exit 1 when a MUST is violated.
     Probe(probe::ProbeArgs),
+    /// A stdio MCP server that forwards to a remote, protected one, logging
+    /// in as an MCP client (for clients that only speak stdio).
+    Connect(connect::ConnectArgs),
 }
 
 // Parsed once per process; boxing the big variant would buy nothing.
@@ -343,6 +346,7 @@ enum ApiKeyCommand {
 mod apikey;
 mod audit;
 mod authserver;
+mod connect;
 mod policy;
 mod probe;
 mod user;
@@ -386,6 +390,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
         },
         Command::Probe(args) => args.json,
+        Command::Connect(_) => false,
         Command::Policy { command } => match command {
             PolicyCommand::Check { json, .. } => *json,
             PolicyCommand::Schema => false,
@@ -411,6 +416,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Policy { command } => policy::policy(command),
         // Its own exit status: 1 means a MUST is violated, not a failure.
         Command::Probe(args) => return probe::probe(args).await,
+        Command::Connect(args) => return connect::connect(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
