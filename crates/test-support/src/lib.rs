@@ -28,6 +28,8 @@ pub struct TestKey {
     pub alg: Algorithm,
     encoding: EncodingKey,
     pub jwk: Value,
+    /// The private key, PKCS#8 DER (for tools that read a PEM file).
+    pub pkcs8: Vec<u8>,
 }
 
 impl std::fmt::Debug for TestKey {
@@ -44,6 +46,7 @@ impl TestKey {
             kid,
             Algorithm::ES256,
             EncodingKey::from_ec_der(pkcs8.as_ref()),
+            pkcs8.as_ref().to_vec(),
         )
     }
 
@@ -61,10 +64,25 @@ impl TestKey {
             alg: Algorithm::EdDSA,
             encoding: EncodingKey::from_ed_der(pkcs8.as_ref()),
             jwk,
+            pkcs8: pkcs8.as_ref().to_vec(),
         }
     }
 
-    fn from_encoding(kid: &str, alg: Algorithm, encoding: EncodingKey) -> Self {
+    /// The private key as a PKCS#8 PEM document.
+    pub fn pkcs8_pem(&self) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&self.pkcs8);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            lines.join("\n")
+        )
+    }
+
+    fn from_encoding(kid: &str, alg: Algorithm, encoding: EncodingKey, pkcs8: Vec<u8>) -> Self {
         let mut jwk =
             serde_json::to_value(Jwk::from_encoding_key(&encoding, alg).unwrap()).unwrap();
         jwk["kid"] = json!(kid);
@@ -74,6 +92,7 @@ impl TestKey {
             alg,
             encoding,
             jwk,
+            pkcs8,
         }
     }
 
