@@ -76,9 +76,12 @@ pub struct ProbeOptions {
     /// Register a native test client to see whether loopback redirect URIs
     /// are accepted. Creates a client at the authorization server.
     pub register_test_client: bool,
-    /// Run the authorization code flow (not implemented yet: reported as
-    /// skipped).
+    /// Run the authorization code flow (as `mcpgate connect` does, with a
+    /// throwaway token cache) to get a token for the active checks.
     pub login: bool,
+    /// Where `login` sends the person: the desktop browser, a printed URL,
+    /// or a command.
+    pub login_browser: Option<crate::connect::Browser>,
     /// Per-request limit (default [`TIMEOUT`]).
     pub timeout: Option<Duration>,
 }
@@ -98,6 +101,7 @@ impl fmt::Debug for ProbeOptions {
             .field("other_resource", &self.other_resource)
             .field("register_test_client", &self.register_test_client)
             .field("login", &self.login)
+            .field("login_browser", &self.login_browser)
             .field("timeout", &self.timeout)
             .finish()
     }

@@ -30,20 +30,95 @@ const WITH_TOKEN: [&str; 4] = [
 
 pub async fn run(p: &mut Probe<'_>) {
     forged(p).await;
-    p.push(if p.opts.login {
-        Check::new(
+    let mut token = p.opts.token.clone();
+    if p.opts.login && token.is_none() {
+        token = login(p).await;
+    } else if p.opts.login {
+        p.push(Check::new(
             "token.login",
             Skipped,
-            "--login is not implemented yet: sign in with your client and pass its access token with --token",
-        )
+            "--token was given; it is used instead",
+        ));
     } else {
-        Check::new("token.login", Skipped, "not requested (--login)")
-    });
-    let Some(token) = p.opts.token.clone() else {
-        p.skip(&WITH_TOKEN, "no --token given");
+        p.push(Check::new(
+            "token.login",
+            Skipped,
+            "not requested (--login)",
+        ));
+    }
+    let Some(token) = token else {
+        p.skip(
+            &WITH_TOKEN,
+            "no token: neither --token nor a --login that succeeded",
+        );
         return;
     };
     with_token(p, token.expose()).await;
+}
+
+/// `--login`: the authorization code flow as `mcpgate connect` runs it
+/// (discovery from the 401, registration, PKCE, `iss` and `resource`), with
+/// a token cache in a temporary directory removed afterwards.
+async fn login(p: &mut Probe<'_>) -> Option<super::Token> {
+    use crate::connect::{
+        Browser, Grant, OAuthOptions, ResourceChoice, cache::Cache, oauth::Authorizer,
+    };
+    let dir = std::env::temp_dir().join(format!(
+        "mcpgate-probe-{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    let result = async {
+        let cache = Cache::open(Some(dir.clone()))?;
+        let opts = OAuthOptions {
+            grant: Grant::AuthorizationCode,
+            client_id: None,
+            client_secret: None,
+            client_metadata_url: None,
+            private_key: None,
+            scope: None,
+            resource: ResourceChoice::Discovered,
+            browser: p.opts.login_browser.clone().unwrap_or(Browser::System),
+            callback_port: None,
+            login_timeout: std::time::Duration::from_secs(300),
+        };
+        let auth = Authorizer::new(p.url.clone(), opts, cache)?;
+        auth.renew(None, 401, p.f.challenge.as_ref()).await?;
+        auth.bearer().ok_or_else(|| {
+            crate::connect::ConnectError::Authorization("no token after the login".into())
+        })
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Ok(t) => {
+            p.push(Check::new(
+                "token.login",
+                Verdict::Ok,
+                format!(
+                    "logged in at {} as client {} (scope {})",
+                    t.issuer,
+                    t.client_id,
+                    t.scope
+                        .as_deref()
+                        .or(t.requested_scope.as_deref())
+                        .unwrap_or("none")
+                ),
+            ));
+            Some(super::Token::new(t.access_token.clone()))
+        }
+        Err(e) => {
+            p.push(Check::new(
+                "token.login",
+                Warning,
+                format!("the login failed: {e}"),
+            ));
+            None
+        }
+    }
 }
 
 /// Tokens nobody issued must be refused with 401.

@@ -35,10 +35,18 @@ pub(super) struct ProbeArgs {
     /// server.
     #[arg(long)]
     register_test_client: bool,
-    /// Run the authorization code flow to get a token (not implemented
-    /// yet: reported as skipped).
+    /// Run the authorization code flow (as `mcpgate connect` does: a
+    /// browser login, dynamic registration) to get a token for the active
+    /// checks.
     #[arg(long)]
     login: bool,
+    /// With --login: print the login URL instead of opening a browser.
+    #[arg(long, requires = "login", conflicts_with = "open_with")]
+    no_browser: bool,
+    /// With --login: open the login URL with this command (split on
+    /// spaces; the URL is its last argument).
+    #[arg(long, requires = "login", value_name = "CMD")]
+    open_with: Option<String>,
 }
 
 const EXIT_USAGE: u8 = 2;
@@ -55,6 +63,17 @@ pub(super) async fn probe(args: ProbeArgs) -> ExitCode {
     opts.other_resource = args.other_resource;
     opts.register_test_client = args.register_test_client;
     opts.login = args.login;
+    opts.login_browser = match (&args.open_with, args.no_browser) {
+        (Some(cmd), _) => {
+            let argv: Vec<String> = cmd.split_whitespace().map(str::to_owned).collect();
+            if argv.is_empty() {
+                return usage(args.json, "--open-with needs a command");
+            }
+            Some(mcpgate_client::connect::Browser::Command(argv))
+        }
+        (None, true) => Some(mcpgate_client::connect::Browser::Print),
+        (None, false) => None,
+    };
     let report = mcpgate_client::probe(&args.url, &opts).await;
     let out = if args.json {
         match serde_json::to_string_pretty(&report) {
