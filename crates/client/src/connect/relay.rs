@@ -176,9 +176,14 @@ impl Relay {
                     continue;
                 }
             };
-            if msg.method.as_deref() == Some("initialize") {
+            // Requests run concurrently; `initialize`, notifications and
+            // responses are delivered before the next line is read, so the
+            // server sees them in the order the client wrote them
+            // (`notifications/initialized` before the first request).
+            let initialize = msg.method.as_deref() == Some("initialize");
+            if initialize || msg.id.is_none() {
                 self.clone().post(msg).await;
-                if listener.is_none() && self.session_id().is_some() {
+                if initialize && listener.is_none() && self.session_id().is_some() {
                     listener = Some(tokio::spawn(self.clone().listen()));
                 }
             } else {
@@ -620,14 +625,15 @@ impl Relay {
             })
         };
         let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-        let mut tasks = JoinSet::new();
         loop {
             tokio::select! {
                 line = stdin.next_line() => {
                     let Some(line) = line.map_err(|e| ConnectError::Transport(e.to_string()))? else { break };
                     if line.trim().is_empty() { continue; }
                     match Outgoing::parse(line.as_bytes()) {
-                        Ok(msg) => { tasks.spawn(self.clone().legacy_post(endpoint.clone(), msg)); }
+                        // In order: replies come on the stream, so a POST
+                        // only waits for its 202.
+                        Ok(msg) => self.clone().legacy_post(endpoint.clone(), msg).await,
                         Err(e) => {
                             self.reply_error(jsonrpc::salvage_id(line.as_bytes()).as_ref(), e.code(), &e.to_string()).await;
                         }
@@ -638,7 +644,6 @@ impl Relay {
                 }
             }
         }
-        while tasks.join_next().await.is_some() {}
         // Replies to the last requests arrive on the stream.
         tokio::time::sleep(Duration::from_millis(500)).await;
         reader.abort();
