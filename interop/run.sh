@@ -526,6 +526,76 @@ else
   # (two such documents refused, the matching control one accepted).
   step "oauth: CIMD document with a client_id other than its URL refused (error page, no redirect)" \
     expect_log 0 2 "$node" "$here/oauth/cimd-mismatch.mjs" "$as" "${tls_args[@]}"
+
+  # ------------------------------------------------ 5. mcpgate connect
+  # The stdio bridge as a stdio-only client uses it (oauth/connect_session.py:
+  # initialize, initialized, one tools/call through `mcpgate connect`), the
+  # person at the browser played by Chromium again.
+  say "mcpgate connect: the stdio bridge logging in through a browser"
+  session() { "$python" "$here/oauth/connect_session.py" "$@"; }
+  browser_cmd="$node $here/oauth/browser.mjs"
+  cc="$oauth_work/connect-cache"
+
+  # Two bridges started together with an empty cache: one browser login (one
+  # consent, one RFC 7591 registration), both sessions work.
+  two_bridges() {
+    local i rc=0
+    for i in 1 2; do
+      with_user session --expect "$oauth_user" -- "$mcpgate" connect "$as/echo-oauth" \
+        --cache-dir "$cc" --open-with "$browser_cmd" >"$oauth_work/connect-$i.out" 2>"$oauth_work/connect-$i.err" &
+    done
+    for i in 1 2; do wait -n || rc=1; done
+    cat "$oauth_work"/connect-{1,2}.err
+    local consents
+    consents="$(cat "$oauth_work"/connect-{1,2}.err | grep -c 'consent page: clicking allow' || true)"
+    echo "consent pages answered: $consents"
+    [[ $rc == 0 && $consents == 1 ]]
+  }
+  step "connect: two bridges at once share one browser login (whoami = $oauth_user)" \
+    expect_log 1 0 two_bridges
+  step "connect: a third bridge uses the kept tokens, no browser" \
+    session --expect "$oauth_user" -- "$mcpgate" connect "$as/echo-oauth" --cache-dir "$cc" \
+    --no-browser --login-timeout 5
+  relogin_needed() {
+    "$mcpgate" connect --logout --cache-dir "$cc" "$as/echo-oauth" || return 1
+    ! session -- "$mcpgate" connect "$as/echo-oauth" --cache-dir "$cc" --no-browser --login-timeout 3
+  }
+  step "connect: --logout forgets the tokens (the next bridge must log in again)" relogin_needed
+  step "probe --login: the code flow in Chromium, then the token checks" \
+    with_user "$python" -c '
+import json, subprocess, sys
+out = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, text=True)
+r = json.loads(out.stdout)
+v = {c["id"]: c["verdict"] for c in r["checks"]}
+print({k: v.get(k) for k in ("token.login", "token.accepted", "token.audience")})
+sys.exit(0 if out.returncode == 0 and v.get("token.login") == "ok" and v.get("token.accepted") == "ok" else 1)
+' "$mcpgate" probe "$as/echo-oauth" --login --open-with "$browser_cmd" --json
+
+  # Another authorization server: the TypeScript SDK's example server with
+  # its own demo authorization server (dynamic registration, PKCE, strict
+  # resource checking), on two more ports.
+  ts_mcp_port="$(free_port)"; ts_as_port="$(free_port)"
+  start ts-oauth-server "$work/logs/ts-oauth-server.log" env MCP_PORT="$ts_mcp_port" MCP_AUTH_PORT="$ts_as_port" \
+    "$node" "$here/node_modules/@modelcontextprotocol/sdk/dist/esm/examples/server/simpleStreamableHttp.js" --oauth --oauth-strict
+  if wait_for_port "$ts_mcp_port" "${pids[-1]}" 20 && wait_for_port "$ts_as_port" "${pids[-1]}" 20; then
+    step "connect: the TypeScript SDK's example server and its own authorization server (Chromium)" \
+      session --tool greet --args '{"name":"bridge"}' --expect "Hello, bridge!" -- \
+      "$mcpgate" connect "http://localhost:$ts_mcp_port/mcp" --cache-dir "$oauth_work/connect-cache-ts" \
+      --open-with "$browser_cmd"
+  else
+    record FAIL "connect: TypeScript SDK example OAuth server start" "log $work/logs/ts-oauth-server.log"
+  fi
+
+  # The 2024-11-05 HTTP+SSE transport: server-everything in sse mode.
+  sse_port="$(free_port)"
+  start everything-sse "$work/logs/everything-sse.log" env PORT="$sse_port" "$node" "$everything" sse
+  if wait_for_port "$sse_port" "${pids[-1]}" 20; then
+    step "connect --transport sse: server-everything over HTTP+SSE" \
+      session --version 2024-11-05 --tool echo --args '{"message":"over sse"}' --expect "Echo: over sse" -- \
+      "$mcpgate" connect "http://127.0.0.1:$sse_port/sse" --transport sse --cache-dir "$oauth_work/connect-cache-sse"
+  else
+    record FAIL "connect: server-everything (sse) start" "log $work/logs/everything-sse.log"
+  fi
 fi
 
 if ! kill -0 "$as_pid" 2>/dev/null; then

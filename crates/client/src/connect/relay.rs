@@ -41,6 +41,9 @@ const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// JSON nesting limit for messages parsed here.
 const MAX_DEPTH: usize = 128;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the legacy transport waits, once stdin ended, for the replies
+/// still owed.
+const LEGACY_DRAIN: Duration = Duration::from_secs(60);
 /// JSON-RPC "internal error": what a client sees when the bridge cannot
 /// deliver its request.
 const BRIDGE_ERROR: i64 = -32603;
@@ -74,6 +77,9 @@ struct Relay {
     session: RwLock<Option<HeaderValue>>,
     /// The version `initialize` negotiated (stateful lifecycle).
     version: RwLock<Option<HeaderValue>>,
+    /// Requests of the legacy transport whose replies (which come on the
+    /// stream) are still owed, by id.
+    pending: std::sync::Mutex<Vec<Value>>,
 }
 
 /// What the relay needs to know about one message from stdin.
@@ -131,6 +137,7 @@ pub async fn run(auth: Arc<Authorizer>, opts: RelayOptions) -> Result<(), Connec
         out,
         session: RwLock::new(None),
         version: RwLock::new(None),
+        pending: std::sync::Mutex::new(Vec::new()),
     });
     let result = match opts.transport {
         TransportChoice::StreamableHttp => relay.clone().streamable().await,
@@ -379,6 +386,21 @@ impl Relay {
             Value::Array(a) => a.iter().any(replies),
             m => replies(m),
         };
+        if let Ok(mut p) = self.pending.lock()
+            && !p.is_empty()
+        {
+            let done = |m: &Value| m.get("result").is_some() || m.get("error").is_some();
+            let ids: Vec<&Value> = match &v {
+                Value::Array(a) => a
+                    .iter()
+                    .filter(|m| done(m))
+                    .filter_map(|m| m.get("id"))
+                    .collect(),
+                m if done(m) => m.get("id").into_iter().collect(),
+                _ => Vec::new(),
+            };
+            p.retain(|id| !ids.contains(&id));
+        }
         if answered
             && let Some(pv) = v
                 .pointer("/result/protocolVersion")
@@ -535,9 +557,7 @@ impl Relay {
         // Notifications and responses get no reply.
         let Some(id) = id else { return };
         let v = jsonrpc::error_body(Some(id), code, message, None);
-        if let Ok(line) = serde_json::to_vec(&v) {
-            let _ = self.out.send(line).await;
-        }
+        self.emit(v, Some(id)).await;
     }
 
     // ------------------------------------------------------------ legacy
@@ -644,13 +664,23 @@ impl Relay {
                 }
             }
         }
-        // Replies to the last requests arrive on the stream.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Replies to the last requests arrive on the stream: wait for them
+        // (as long as the stream lasts, at most LEGACY_DRAIN).
+        let deadline = tokio::time::Instant::now() + LEGACY_DRAIN;
+        while !reader.is_finished()
+            && tokio::time::Instant::now() < deadline
+            && self.pending.lock().is_ok_and(|p| !p.is_empty())
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         reader.abort();
         Ok(())
     }
 
     async fn legacy_post(self: Arc<Self>, endpoint: Url, msg: Outgoing) {
+        if let (Some(id), Ok(mut p)) = (&msg.id, self.pending.lock()) {
+            p.push(id.to_value());
+        }
         let mut reauth = 0;
         loop {
             let sent = self.auth.bearer();
