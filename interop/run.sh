@@ -598,6 +598,18 @@ sys.exit(0 if out.returncode == 0 and v.get("token.login") == "ok" and v.get("to
   fi
 fi
 
+# ------------------------------------- 6. conformance: the client side
+# The official suite's client authorization scenarios against `mcpgate
+# connect`, through connect/driver.mjs (an MCP client over stdio): --suite
+# auth at 2025-11-25 and 2026-07-28, the scenarios only the 2026-07-28
+# requirement set names, the client-credentials pair, and the 2025-03-26
+# back-compat pair. A scenario passes only with no FAILURE or WARNING check
+# and the driver's own verdict (the session through the bridge completed, or
+# was refused where the scenario expects a refusal). See connect/SCENARIOS.md.
+say "conformance: client authorization scenarios through mcpgate connect"
+step "conformance client --suite auth (2025-11-25, 2026-07-28, 2026-only, client credentials, back-compat) via mcpgate connect" \
+  env MCPGATE_BIN="$mcpgate" bash "$here/connect/run-conformance.sh" --backcompat "$work/conformance-client"
+
 if ! kill -0 "$as_pid" 2>/dev/null; then
   record FAIL "oauth: mcpgate still running at the end" "log $work/logs/mcpgate-oauth.log"
 fi

@@ -281,18 +281,29 @@ impl Relay {
             let insufficient =
                 challenge.as_ref().and_then(|c| c.param("error")) == Some("insufficient_scope");
             if status == 403 && insufficient {
-                if step_up < MAX_STEP_UP {
+                let wanted = challenge.as_ref().and_then(|c| c.param("scope"));
+                // A token that already holds every challenged scope would
+                // only be refused again: no new authorization for it.
+                let pointless = wanted.is_some_and(|w| self.auth.holds(w));
+                if pointless {
+                    eprintln!(
+                        "mcpgate connect: {} refused the request with insufficient_scope for \
+                         scopes the token already holds; not asking again",
+                        self.url
+                    );
+                } else if step_up < MAX_STEP_UP {
                     step_up += 1;
                     match self.auth.renew(failed, 403, challenge.as_ref()).await {
                         Ok(()) => continue,
                         Err(e) => return self.auth_failed(&msg, &e).await,
                     }
-                }
-                eprintln!(
-                    "mcpgate connect: {} still refused with insufficient_scope after {MAX_STEP_UP} \
+                } else {
+                    eprintln!(
+                        "mcpgate connect: {} still refused with insufficient_scope after {MAX_STEP_UP} \
                      step-up authorizations; giving up on this request",
-                    self.url
-                );
+                        self.url
+                    );
+                }
             }
             if status == 404
                 && msg.method.as_deref() != Some("initialize")
@@ -351,7 +362,11 @@ impl Relay {
             }
         };
         let mut answered = false;
-        if !body.is_empty()
+        // An error answer to a notification or a response is nobody's to
+        // read: stderr only.
+        let relay_body = msg.id.is_some() || (200..300).contains(&status);
+        if relay_body
+            && !body.is_empty()
             && let Ok(v) = jsonrpc::parse_value(&body, MAX_DEPTH)
         {
             answered = self.emit(v, msg.id.as_ref()).await;
