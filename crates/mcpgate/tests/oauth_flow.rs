@@ -1335,3 +1335,125 @@ async fn issuer_and_endpoints_ignore_host_and_forwarded_headers() {
     let text = r.text().await.unwrap();
     assert!(!text.contains("evil.example"), "{status}: {text}");
 }
+
+/// `mcpgate connect` as a stdio client's bridge: the authorization code flow
+/// with the login URL printed on stderr (`--no-browser`), the person's part
+/// played over HTTP, the redirect delivered to the bridge's loopback
+/// listener; then, with the access token revoked, a later bridge refreshes
+/// on the 401 (the refresh token rotates) instead of asking for a login.
+#[tokio::test]
+async fn mcp_connect_code_flow_then_refresh_on_401() {
+    use mcpgate_client::connect::cache::Cache;
+    use std::io::{BufRead as _, Write as _};
+
+    let gw = Gw::start("").await;
+    let url = gw.resource();
+    let cache_dir = gw.dir.path().join("connect");
+    let lines = [
+        json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}),
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"whoami","arguments":{}}}),
+    ];
+    let spawn = |timeout: &str| {
+        let mut child = Command::new(BIN)
+            .args([
+                "connect",
+                "--no-browser",
+                "--login-timeout",
+                timeout,
+                "--cache-dir",
+            ])
+            .arg(&cache_dir)
+            .arg(&url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        for l in &lines {
+            writeln!(stdin, "{l}").unwrap();
+        }
+        drop(stdin);
+        child
+    };
+    let whoami = |out: std::process::Output| -> String {
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let reply: Value = stdout
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|v| v["id"] == 2)
+            .unwrap_or_else(|| panic!("no reply: {stdout}"));
+        reply["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{reply}"))
+            .to_owned()
+    };
+
+    let mut child = spawn("60");
+    // The login URL, from the bridge's stderr.
+    let stderr = child.stderr.take().unwrap();
+    let auth_url = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map(Result::unwrap)
+            .find(|l| l.contains("/oauth/authorize?"))
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let q: HashMap<String, String> = url::Url::parse(&auth_url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert_eq!(q["resource"], url);
+    assert!(q["redirect_uri"].starts_with("http://127.0.0.1:"));
+    let b = Browser::new();
+    let done = login_and_allow(&gw, &b, &auth_url).await;
+    assert_eq!(done.status, 303);
+    let callback = done.location.unwrap();
+    assert!(callback.starts_with(&q["redirect_uri"]), "{callback}");
+    let r = reqwest::get(&callback).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(whoami(out), "alice");
+
+    // Revoke the kept access token (RFC 7009): the gateway refuses it now.
+    let first = Cache::open(Some(cache_dir.clone()))
+        .unwrap()
+        .load(&url)
+        .tokens
+        .unwrap();
+    assert!(first.refresh_token.is_some());
+    let r = gw
+        .http
+        .post(format!("{}/oauth/revoke", gw.base))
+        .form(&[
+            ("token", first.access_token.as_str()),
+            ("client_id", first.client_id.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(gw.mcp(&first.access_token).await, 401);
+
+    // A new bridge gets 401, refreshes, and carries on without a login
+    // (with --no-browser and a 2 s login timeout, a login would fail).
+    let child = spawn("2");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(whoami(out), "alice");
+    let second = Cache::open(Some(cache_dir.clone()))
+        .unwrap()
+        .load(&url)
+        .tokens
+        .unwrap();
+    assert_ne!(second.access_token, first.access_token);
+    assert_ne!(second.refresh_token, first.refresh_token, "rotated");
+}
