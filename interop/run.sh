@@ -571,6 +571,23 @@ print({k: v.get(k) for k in ("token.login", "token.accepted", "token.audience")}
 sys.exit(0 if out.returncode == 0 and v.get("token.login") == "ok" and v.get("token.accepted") == "ok" else 1)
 ' "$mcpgate" probe "$as/echo-oauth" --login --open-with "$browser_cmd" --json
 
+  # The cache key in an OS keyring: GNOME Keyring's Secret Service in a
+  # private D-Bus session (a client_credentials client, no browser needed).
+  keyring_check() {
+    local c id secret
+    c="$("$mcpgate" client add --name keyring-agent --confidential --grant client_credentials \
+      --json --config "$as_config")" || return 1
+    id="$(printf '%s' "$c" | "$python" -c 'import json,sys; print(json.load(sys.stdin)["client_id"])')"
+    secret="$(printf '%s' "$c" | "$python" -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])')"
+    MCPGATE_CLIENT_SECRET="$secret" dbus-run-session -- bash "$here/oauth/keyring-check.sh" \
+      "$python" "$mcpgate" "$as/echo-oauth" "$oauth_work/connect-cache-keyring" "$id" "$id"
+  }
+  if command -v dbus-run-session >/dev/null && command -v gnome-keyring-daemon >/dev/null; then
+    step "connect: the cache key kept in the OS keyring (GNOME Keyring over D-Bus), none on disk" keyring_check
+  else
+    record FAIL "connect: OS keyring step" "needs dbus-run-session and gnome-keyring-daemon (apt-get install dbus gnome-keyring libsecret-tools)"
+  fi
+
   # Another authorization server: the TypeScript SDK's example server with
   # its own demo authorization server (dynamic registration, PKCE, strict
   # resource checking), on two more ports.

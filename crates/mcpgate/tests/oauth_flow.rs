@@ -1343,7 +1343,7 @@ async fn issuer_and_endpoints_ignore_host_and_forwarded_headers() {
 /// on the 401 (the refresh token rotates) instead of asking for a login.
 #[tokio::test]
 async fn mcp_connect_code_flow_then_refresh_on_401() {
-    use mcpgate_client::connect::cache::Cache;
+    use mcpgate_client::connect::cache::{Cache, KeyringUse};
     use std::io::{BufRead as _, Write as _};
 
     let gw = Gw::start("").await;
@@ -1423,7 +1423,7 @@ async fn mcp_connect_code_flow_then_refresh_on_401() {
     assert_eq!(whoami(out), "alice");
 
     // Revoke the kept access token (RFC 7009): the gateway refuses it now.
-    let first = Cache::open(Some(cache_dir.clone()))
+    let first = Cache::open(Some(cache_dir.clone()), KeyringUse::Auto)
         .unwrap()
         .load(&url)
         .tokens
@@ -1449,7 +1449,7 @@ async fn mcp_connect_code_flow_then_refresh_on_401() {
         .await
         .unwrap();
     assert_eq!(whoami(out), "alice");
-    let second = Cache::open(Some(cache_dir.clone()))
+    let second = Cache::open(Some(cache_dir.clone()), KeyringUse::Auto)
         .unwrap()
         .load(&url)
         .tokens

@@ -3,10 +3,9 @@
 //!
 //! One file per server (`<sha256(server URL)>.sealed`), AES-256-GCM under a
 //! cache key with the server URL as associated data, so a file copied to
-//! another server's name does not decrypt. The cache key lives in a key file
-//! created with mode 0600 in the same directory, itself mode 0700. An OS
-//! keyring would keep the key out of the file system; none is reachable on
-//! headless machines, so the key file is the fallback every platform has.
+//! another server's name does not decrypt. The directory is mode 0700. The
+//! cache key lives in the OS keyring when one answers, else in a `0600` key
+//! file in the directory (see [`super::keystore`]).
 //!
 //! Several `connect` processes for one server share a login through an
 //! exclusive lock on `<hash>.lock` (`std::fs::File::lock`, advisory, released
@@ -24,8 +23,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::error::ConnectError;
-
-const KEY_FILE: &str = "cache.key";
+pub use super::keystore::{KeyHome, KeyringUse};
 /// How often a waiting process retries the lock.
 const LOCK_POLL: Duration = Duration::from_millis(100);
 
@@ -85,6 +83,7 @@ pub struct Entry {
 pub struct Cache {
     dir: PathBuf,
     key: MasterKey,
+    home: KeyHome,
 }
 
 /// Holds a server's login lock until dropped.
@@ -97,7 +96,7 @@ impl Cache {
     /// Opens (creating it, mode 0700) the cache directory: `dir`, else
     /// `$MCPGATE_CONNECT_DIR`, else `$XDG_CONFIG_HOME/mcpgate/connect`,
     /// else `~/.config/mcpgate/connect`.
-    pub fn open(dir: Option<PathBuf>) -> Result<Self, ConnectError> {
+    pub fn open(dir: Option<PathBuf>, keyring: KeyringUse) -> Result<Self, ConnectError> {
         let dir = match dir {
             Some(d) => d,
             None => default_dir().ok_or_else(|| {
@@ -107,16 +106,22 @@ impl Cache {
             })?,
         };
         create_private_dir(&dir)?;
-        let key_path = dir.join(KEY_FILE);
-        // Two processes starting together may both try to create the key
-        // file; the loser reads the winner's.
-        let key = MasterKey::load_or_create_file(&key_path)
-            .or_else(|_| {
-                std::thread::sleep(Duration::from_millis(50));
-                MasterKey::load_or_create_file(&key_path)
-            })
-            .map_err(|e| ConnectError::Cache(e.to_string()))?;
-        Ok(Self { dir, key })
+        // Two processes starting together must not both create a key.
+        let lock_path = dir.join("cache.key.lock");
+        let lock = private_file_options()
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| ConnectError::Cache(format!("{}: {e}", lock_path.display())))?;
+        lock.lock()
+            .map_err(|e| ConnectError::Cache(format!("{}: {e}", lock_path.display())))?;
+        let (key, home) = super::keystore::cache_key(&dir, keyring)?;
+        drop(lock);
+        Ok(Self { dir, key, home })
+    }
+
+    /// Where the cache key is kept.
+    pub fn key_home(&self) -> KeyHome {
+        self.home
     }
 
     pub fn dir(&self) -> &Path {
@@ -301,7 +306,7 @@ mod tests {
     #[test]
     fn round_trip_is_sealed_and_bound_to_the_server() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::open(Some(dir.path().join("c"))).unwrap();
+        let cache = Cache::open(Some(dir.path().join("c")), KeyringUse::Off).unwrap();
         let entry = Entry {
             tokens: Some(tokens("secret-access-token")),
             ..Entry::default()
@@ -327,18 +332,19 @@ mod tests {
     fn files_are_private() {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::open(Some(dir.path().join("c"))).unwrap();
+        let cache = Cache::open(Some(dir.path().join("c")), KeyringUse::Off).unwrap();
         cache.store("s", &Entry::default()).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(cache.dir()), 0o700);
-        assert_eq!(mode(&cache.dir().join(KEY_FILE)), 0o600);
+        assert_eq!(mode(&cache.dir().join("cache.key")), 0o600);
+        assert_eq!(cache.key_home(), KeyHome::File);
         assert_eq!(mode(&cache.path("s")), 0o600);
     }
 
     #[tokio::test]
     async fn login_lock_is_exclusive_until_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::open(Some(dir.path().join("c"))).unwrap();
+        let cache = Cache::open(Some(dir.path().join("c")), KeyringUse::Off).unwrap();
         let held = cache.lock("s", Duration::from_secs(1)).await.unwrap();
         // A second holder (a separate open file description, as another
         // process would have) times out while the first holds it.

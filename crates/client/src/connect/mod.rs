@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod callback;
 pub mod error;
+pub mod keystore;
 pub mod oauth;
 pub mod relay;
 pub mod sse;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use url::Url;
 
 pub use error::ConnectError;
+pub use keystore::KeyringUse;
 pub use oauth::{Browser, Grant, OAuthOptions, ResourceChoice};
 pub use relay::{RelayOptions, TransportChoice, parse_header};
 pub use reqwest::header::HeaderMap;
@@ -28,6 +30,7 @@ pub struct ConnectOptions {
     pub relay_transport: TransportChoice,
     pub headers: reqwest::header::HeaderMap,
     pub cache_dir: Option<PathBuf>,
+    pub keyring: keystore::KeyringUse,
 }
 
 /// Checks the server URL: absolute http(s), no fragment, and https unless
@@ -52,7 +55,7 @@ pub fn parse_server_url(s: &str) -> Result<Url, ConnectError> {
 
 /// Relays stdin/stdout to the server until stdin ends.
 pub async fn run(opts: ConnectOptions) -> Result<(), ConnectError> {
-    let cache = cache::Cache::open(opts.cache_dir)?;
+    let cache = cache::Cache::open(opts.cache_dir, opts.keyring)?;
     let auth = Arc::new(oauth::Authorizer::new(opts.url.clone(), opts.oauth, cache)?);
     relay::run(
         auth,
@@ -66,8 +69,12 @@ pub async fn run(opts: ConnectOptions) -> Result<(), ConnectError> {
 }
 
 /// `--logout`: forgets the tokens and registrations kept for `url`.
-pub async fn logout(url: Url, cache_dir: Option<PathBuf>) -> Result<bool, ConnectError> {
-    let cache = cache::Cache::open(cache_dir)?;
+pub async fn logout(
+    url: Url,
+    cache_dir: Option<PathBuf>,
+    keyring: keystore::KeyringUse,
+) -> Result<bool, ConnectError> {
+    let cache = cache::Cache::open(cache_dir, keyring)?;
     let server = url.to_string();
     let _lock = cache
         .lock(&server, std::time::Duration::from_secs(30))

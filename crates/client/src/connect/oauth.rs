@@ -138,6 +138,17 @@ impl Authorizer {
         self.tokens.read().ok().and_then(|t| t.clone())
     }
 
+    /// Whether the current token was granted (or, when the server did not
+    /// say, asked for) every scope in `scope`.
+    pub fn holds(&self, scope: &str) -> bool {
+        let Some(t) = self.bearer() else { return false };
+        let Some(have) = t.scope.as_deref().or(t.requested_scope.as_deref()) else {
+            return false;
+        };
+        let have: Vec<&str> = have.split_ascii_whitespace().collect();
+        scope.split_ascii_whitespace().all(|s| have.contains(&s))
+    }
+
     fn set(&self, t: Tokens) {
         if let Ok(mut g) = self.tokens.write() {
             *g = Some(Arc::new(t));

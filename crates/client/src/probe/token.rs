@@ -72,7 +72,7 @@ async fn login(p: &mut Probe<'_>) -> Option<super::Token> {
             .unwrap_or(0)
     ));
     let result = async {
-        let cache = Cache::open(Some(dir.clone()))?;
+        let cache = Cache::open(Some(dir.clone()), crate::connect::cache::KeyringUse::Off)?;
         let opts = OAuthOptions {
             grant: Grant::AuthorizationCode,
             client_id: None,

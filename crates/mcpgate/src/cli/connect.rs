@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use mcpgate_client::connect::{
-    self, Browser, ConnectError, ConnectOptions, Grant, OAuthOptions, ResourceChoice,
+    self, Browser, ConnectError, ConnectOptions, Grant, KeyringUse, OAuthOptions, ResourceChoice,
     TransportChoice,
 };
 use zeroize::Zeroizing;
@@ -87,9 +87,28 @@ pub(super) struct ConnectArgs {
     /// $MCPGATE_CONNECT_DIR, else ~/.config/mcpgate/connect).
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// Keep the cache key in the OS keyring when one answers (auto), or
+    /// only in a 0600 file in the cache directory (off).
+    #[arg(long, value_enum, default_value = "auto")]
+    keyring: KeyringArg,
     /// Forget the tokens and registrations kept for URL, then exit.
     #[arg(long)]
     logout: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum KeyringArg {
+    Auto,
+    Off,
+}
+
+impl From<KeyringArg> for KeyringUse {
+    fn from(k: KeyringArg) -> Self {
+        match k {
+            KeyringArg::Auto => KeyringUse::Auto,
+            KeyringArg::Off => KeyringUse::Off,
+        }
+    }
 }
 
 const EXIT_USAGE: u8 = 2;
@@ -111,7 +130,7 @@ pub(super) async fn connect(args: ConnectArgs) -> ExitCode {
 async fn run(args: ConnectArgs) -> Result<(), ConnectError> {
     let url = connect::parse_server_url(&args.url)?;
     if args.logout {
-        let had = connect::logout(url.clone(), args.cache_dir).await?;
+        let had = connect::logout(url.clone(), args.cache_dir, args.keyring.into()).await?;
         eprintln!(
             "mcpgate connect: {} for {url}",
             if had {
@@ -181,6 +200,7 @@ async fn run(args: ConnectArgs) -> Result<(), ConnectError> {
         },
         headers,
         cache_dir: args.cache_dir,
+        keyring: args.keyring.into(),
     };
     connect::run(opts).await
 }
