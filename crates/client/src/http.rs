@@ -188,7 +188,7 @@ fn has_complete_event(body: &[u8]) -> bool {
 
 /// The error and its causes on one line ("connection refused" is in the
 /// source, not in reqwest's own message).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![e.to_string()];
     let mut cur = e.source();
     while let Some(s) = cur {

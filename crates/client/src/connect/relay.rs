@@ -28,7 +28,8 @@ use url::Url;
 use super::error::ConnectError;
 use super::oauth::Authorizer;
 use super::sse;
-use crate::challenge;
+use crate::challenge::{self, Challenge};
+use crate::http::error_chain;
 
 /// Re-authorizations after 401 for one message.
 const MAX_REAUTH: u32 = 2;
@@ -264,12 +265,7 @@ impl Relay {
                 }
             };
             let status = resp.status().as_u16();
-            let challenge = challenge::bearer(
-                resp.headers()
-                    .get_all("www-authenticate")
-                    .iter()
-                    .filter_map(|v| v.to_str().ok()),
-            );
+            let challenge = bearer_challenge(resp.headers());
             let failed = sent_token.as_ref().map(|t| t.access_token.as_str());
             if status == 401 && reauth < MAX_REAUTH {
                 reauth += 1;
@@ -325,6 +321,22 @@ impl Relay {
             self.relay_response(resp, &msg).await;
             return;
         }
+    }
+
+    /// After a 401 to a request sent with `sent`: a better token.
+    async fn reauthorize(
+        &self,
+        sent: Option<&Arc<super::cache::Tokens>>,
+        headers: &HeaderMap,
+    ) -> Result<(), ConnectError> {
+        let challenge = bearer_challenge(headers);
+        self.auth
+            .renew(
+                sent.map(|t| t.access_token.as_str()),
+                401,
+                challenge.as_ref(),
+            )
+            .await
     }
 
     async fn auth_failed(&self, msg: &Outgoing, e: &ConnectError) {
@@ -529,23 +541,8 @@ impl Relay {
                 Ok(r) if r.status().as_u16() == 405 => return,
                 Ok(r) if r.status().as_u16() == 401 => {
                     let sent = self.auth.bearer();
-                    let ch = challenge::bearer(
-                        r.headers()
-                            .get_all("www-authenticate")
-                            .iter()
-                            .filter_map(|v| v.to_str().ok()),
-                    );
                     failures += 1;
-                    if self
-                        .auth
-                        .renew(
-                            sent.as_ref().map(|t| t.access_token.as_str()),
-                            401,
-                            ch.as_ref(),
-                        )
-                        .await
-                        .is_err()
-                    {
+                    if self.reauthorize(sent.as_ref(), r.headers()).await.is_err() {
                         return;
                     }
                 }
@@ -598,19 +595,7 @@ impl Relay {
             let status = r.status().as_u16();
             if status == 401 && reauth < MAX_REAUTH {
                 reauth += 1;
-                let ch = challenge::bearer(
-                    r.headers()
-                        .get_all("www-authenticate")
-                        .iter()
-                        .filter_map(|v| v.to_str().ok()),
-                );
-                self.auth
-                    .renew(
-                        sent.as_ref().map(|t| t.access_token.as_str()),
-                        401,
-                        ch.as_ref(),
-                    )
-                    .await?;
+                self.reauthorize(sent.as_ref(), r.headers()).await?;
                 continue;
             }
             if !(200..300).contains(&status) {
@@ -708,21 +693,7 @@ impl Relay {
             match r {
                 Ok(r) if r.status().as_u16() == 401 && reauth < MAX_REAUTH => {
                     reauth += 1;
-                    let ch = challenge::bearer(
-                        r.headers()
-                            .get_all("www-authenticate")
-                            .iter()
-                            .filter_map(|v| v.to_str().ok()),
-                    );
-                    if let Err(e) = self
-                        .auth
-                        .renew(
-                            sent.as_ref().map(|t| t.access_token.as_str()),
-                            401,
-                            ch.as_ref(),
-                        )
-                        .await
-                    {
+                    if let Err(e) = self.reauthorize(sent.as_ref(), r.headers()).await {
                         return self.auth_failed(&msg, &e).await;
                     }
                 }
@@ -774,17 +745,14 @@ async fn read_body(resp: &mut reqwest::Response) -> Result<Vec<u8>, String> {
     }
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let m = s.to_string();
-        if !parts.iter().any(|p| p.contains(&m)) {
-            parts.push(m);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
+/// The `Bearer` challenge of a response's `WWW-Authenticate` headers.
+fn bearer_challenge(headers: &HeaderMap) -> Option<Challenge> {
+    challenge::bearer(
+        headers
+            .get_all("www-authenticate")
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    )
 }
 
 /// Parses a `--header "Name: value"` argument.
