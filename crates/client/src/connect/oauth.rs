@@ -1023,14 +1023,23 @@ fn string_list(v: Option<&Value>) -> Option<Vec<String>> {
     })
 }
 
-/// `error` and `error_description` of an OAuth error body, else an excerpt.
+/// `error` and `error_description` of an OAuth error body, else an excerpt;
+/// at most about 300 characters of what the server wrote.
 fn oauth_error(f: &Fetched) -> String {
+    let cut = |s: &str| -> String {
+        let one_line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+        if one_line.chars().count() > 300 {
+            format!("{}…", one_line.chars().take(300).collect::<String>())
+        } else {
+            one_line
+        }
+    };
     match f.json_object() {
         Some(o) if o.contains_key("error") => {
             let e = o.get("error").and_then(Value::as_str).unwrap_or("?");
             match o.get("error_description").and_then(Value::as_str) {
-                Some(d) => format!("{e} ({d})"),
-                None => e.to_owned(),
+                Some(d) => cut(&format!("{e} ({d})")),
+                None => cut(e),
             }
         }
         _ => f.body_excerpt(200),
