@@ -169,7 +169,7 @@ macro_rules! insert_refresh_query {
 
 pub(super) async fn insert_code(store: &SqlStore, rec: &AuthCodeRecord) -> Result<(), StoreError> {
     check_hash(&rec.code_hash, "a code hash is 32 bytes")?;
-    with_pool!(store, pool => {
+    with_writer!(store, pool => {
         sqlx::query(INSERT_CODE)
             .bind(rec.tenant_id.as_str())
             .bind(rec.code_hash.as_slice())
@@ -196,7 +196,7 @@ pub(super) async fn redeem_code(
     code_hash: &[u8],
     at: i64,
 ) -> Result<CodeRedemption, StoreError> {
-    let redeemed = with_pool!(store, pool => {
+    let redeemed = with_writer!(store, pool => {
         sqlx::query_as::<_, AuthCodeRow>(REDEEM_CODE)
             .bind(tenant)
             .bind(code_hash)
@@ -229,7 +229,7 @@ pub(super) async fn delete_expired_codes(
     tenant: &str,
     before: i64,
 ) -> Result<u64, StoreError> {
-    let deleted = with_pool!(store, pool => {
+    let deleted = with_writer!(store, pool => {
         sqlx::query(DELETE_EXPIRED_CODES)
             .bind(tenant)
             .bind(before)
@@ -416,7 +416,7 @@ pub(super) async fn revoke(
 ) -> Result<bool, StoreError> {
     // One conditional UPDATE: of two racing revocations exactly one wins
     // and its time is kept.
-    let updated = with_pool!(store, pool => {
+    let updated = with_writer!(store, pool => {
         sqlx::query(REVOKE_GRANT)
             .bind(tenant)
             .bind(grant_id)
@@ -436,7 +436,7 @@ pub(super) async fn revoke_of(
     resource: Option<&str>,
     at: i64,
 ) -> Result<u64, StoreError> {
-    let updated = with_pool!(store, pool => {
+    let updated = with_writer!(store, pool => {
         sqlx::query(REVOKE_GRANTS_OF)
             .bind(tenant)
             .bind(subject)
@@ -457,7 +457,7 @@ pub(super) async fn revoke_access_token(
     revoked_at: i64,
     expires_at: i64,
 ) -> Result<(), StoreError> {
-    with_pool!(store, pool => {
+    with_writer!(store, pool => {
         sqlx::query(REVOKE_ACCESS_TOKEN)
             .bind(tenant)
             .bind(jti)
@@ -538,7 +538,7 @@ pub(super) async fn record_assertion_jti(
 ) -> Result<bool, StoreError> {
     // An entry still counts at `now == expires_at`: when in doubt, refuse
     // the replay.
-    let recorded = with_pool!(store, pool => {
+    let recorded = with_writer!(store, pool => {
         sqlx::query(RECORD_ASSERTION_JTI)
             .bind(tenant)
             .bind(client_id)
@@ -552,7 +552,7 @@ pub(super) async fn record_assertion_jti(
     // Housekeeping: nothing else deletes used `jti`s, and every accepted
     // assertion adds one. The index makes this cheap when there is nothing
     // to delete; a rival deleting the same rows only makes it wait.
-    with_pool!(store, pool => {
+    with_writer!(store, pool => {
         sqlx::query(DELETE_EXPIRED_ASSERTION_JTIS)
             .bind(tenant)
             .bind(now)
