@@ -17,6 +17,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -27,8 +28,8 @@ use sqlx::sqlite::{
 
 use crate::{
     ApiKeyRecord, AuthCodeRecord, ClientRecord, CodeRedemption, ConsentRecord, GrantRecord,
-    LoginThrottle, RefreshRotation, RefreshTokenRecord, Revocation, SigningKeyRecord, Store,
-    StoreError, UserRecord, migrate,
+    LoginThrottle, RefreshExchange, RefreshRotation, RefreshTokenRecord, Revocation,
+    SigningKeyRecord, Store, StoreError, UserRecord, migrate,
 };
 
 /// How long a SQLite connection waits for another process's write lock.
@@ -54,6 +55,8 @@ struct SqlitePools {
     read: SqlitePool,
     /// One connection, for every write of this process.
     write: SqlitePool,
+    /// Refresh token rotations waiting to be committed together.
+    rotations: Arc<rotation::RotationQueue>,
 }
 
 /// Evaluates `$body` with `$pool` bound to the backend's concrete pool for
@@ -111,6 +114,7 @@ mod audit;
 mod clients;
 mod consents;
 mod grants;
+mod rotation;
 mod signing_keys;
 mod users;
 
@@ -150,7 +154,11 @@ impl SqlStore {
         // The file is in WAL mode now: opening it takes no exclusive lock.
         let read = sqlite_pool(SQLITE_READ_CONNECTIONS).connect_lazy_with(options);
         Ok(Self {
-            pool: Pool::Sqlite(SqlitePools { read, write }),
+            pool: Pool::Sqlite(SqlitePools {
+                read,
+                write,
+                rotations: Arc::default(),
+            }),
         })
     }
 
@@ -431,7 +439,46 @@ impl Store for SqlStore {
         new: &RefreshTokenRecord,
         at: i64,
     ) -> Result<RefreshRotation, StoreError> {
-        grants::rotate_refresh(self, tenant, client_id, old_hash, new, at).await
+        match &self.pool {
+            Pool::Sqlite(pools) => {
+                let exchange = RefreshExchange {
+                    tenant_id: tenant.to_owned(),
+                    client_id: client_id.to_owned(),
+                    old_hash: old_hash.to_vec(),
+                    new: new.clone(),
+                    at,
+                };
+                pools.rotations.rotate(&pools.write, exchange).await
+            }
+            Pool::Postgres(_) => {
+                grants::rotate_refresh(self, tenant, client_id, old_hash, new, at).await
+            }
+        }
+    }
+
+    async fn rotate_refresh_tokens(
+        &self,
+        batch: &[RefreshExchange],
+    ) -> Result<Vec<Result<RefreshRotation, StoreError>>, StoreError> {
+        match &self.pool {
+            Pool::Sqlite(pools) => rotation::rotate_batch(&pools.write, batch).await,
+            Pool::Postgres(_) => {
+                let mut results = Vec::with_capacity(batch.len());
+                for e in batch {
+                    let r = grants::rotate_refresh(
+                        self,
+                        &e.tenant_id,
+                        &e.client_id,
+                        &e.old_hash,
+                        &e.new,
+                        e.at,
+                    )
+                    .await;
+                    results.push(r);
+                }
+                Ok(results)
+            }
+        }
     }
 
     async fn refresh_token(

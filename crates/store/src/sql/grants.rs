@@ -71,7 +71,7 @@ const INSERT_GRANT: &str = "INSERT INTO grants \
 const SELECT_GRANT: &str = "SELECT \
     tenant_id, grant_id, client_id, subject, resource, scope, created_at, revoked_at \
     FROM grants WHERE tenant_id = $1 AND grant_id = $2";
-const INSERT_REFRESH: &str = "INSERT INTO refresh_tokens \
+pub(super) const INSERT_REFRESH: &str = "INSERT INTO refresh_tokens \
     (tenant_id, token_hash, grant_id, created_at, expires_at, rotated_at) \
     VALUES ($1, $2, $3, $4, $5, $6)";
 /// Rotation, step 1: claims the old token if it is current. As with
@@ -98,7 +98,7 @@ const GRANT_OF_REFRESH: &str = "SELECT \
     g.revoked_at \
     FROM refresh_tokens t JOIN grants g ON g.tenant_id = t.tenant_id AND g.grant_id = t.grant_id \
     WHERE t.tenant_id = $1 AND t.token_hash = $2";
-const REVOKE_GRANT: &str = "UPDATE grants SET revoked_at = $3 \
+pub(super) const REVOKE_GRANT: &str = "UPDATE grants SET revoked_at = $3 \
     WHERE tenant_id = $1 AND grant_id = $2 AND revoked_at IS NULL";
 /// `$4` NULL: on every resource.
 const REVOKE_GRANTS_OF: &str = "UPDATE grants SET revoked_at = $5 \
@@ -565,7 +565,7 @@ pub(super) async fn record_assertion_jti(
 
 /// Refuses a hash of the wrong length before the database's CHECK does, so
 /// that the caller learns which rule failed.
-fn check_hash(hash: &[u8], invalid: &'static str) -> Result<(), StoreError> {
+pub(super) fn check_hash(hash: &[u8], invalid: &'static str) -> Result<(), StoreError> {
     if hash.len() == HASH_LEN {
         Ok(())
     } else {
@@ -604,7 +604,7 @@ fn code_from_row(row: AuthCodeRow) -> AuthCodeRecord {
     }
 }
 
-fn grant_from_row(row: GrantRow) -> GrantRecord {
+pub(super) fn grant_from_row(row: GrantRow) -> GrantRecord {
     let (tenant_id, grant_id, client_id, subject, resource, scope, created_at, revoked_at) = row;
     GrantRecord {
         tenant_id,

@@ -1,0 +1,260 @@
+//! Refresh token rotation on SQLite, group-committed.
+//!
+//! SQLite commits one write transaction at a time, each with an fsync
+//! (`synchronous=FULL`). One transaction per rotation caps rotations at
+//! the disk's fsync rate, shared with every other write. So concurrent
+//! [`Store::rotate_refresh_token`](crate::Store::rotate_refresh_token)
+//! calls are queued, and one task commits what is queued in one
+//! transaction ([`rotate_batch`]), then answers each caller; while it
+//! commits, the next batch gathers. The task runs while there is work and
+//! ends when the queue is empty; the next call starts another. It is
+//! spawned rather than run by a caller, so that a caller who stops waiting
+//! (a dropped request) cannot cut a batch short for the others.
+//!
+//! Inside the transaction the exchanges run one after the other, each
+//! seeing what the ones before it wrote: a token presented twice in one
+//! batch is rotated by the first and reused by the second, exactly as if
+//! the two had come in separate transactions. The write lock is held from
+//! `BEGIN IMMEDIATE` on, so each exchange reads the token and its grant and
+//! then decides, with nothing able to change them in between.
+
+use std::mem;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use sqlx::sqlite::SqlitePool;
+use sqlx::{Sqlite, Transaction};
+use tokio::sync::oneshot;
+
+use super::grants::{INSERT_REFRESH, REVOKE_GRANT, check_hash, grant_from_row};
+use super::insert_error;
+use crate::{RefreshExchange, RefreshRotation, StoreError};
+
+/// Exchanges per transaction at most; more wait for the next one.
+const MAX_BATCH: usize = 256;
+
+/// The token and its grant, in [`TokenRow`] order: the grant's columns,
+/// then the token's `expires_at` and `rotated_at`.
+const SELECT_TOKEN_AND_GRANT: &str = "SELECT \
+    g.tenant_id, g.grant_id, g.client_id, g.subject, g.resource, g.scope, g.created_at, \
+    g.revoked_at, t.expires_at, t.rotated_at \
+    FROM refresh_tokens t JOIN grants g ON g.tenant_id = t.tenant_id AND g.grant_id = t.grant_id \
+    WHERE t.tenant_id = $1 AND t.token_hash = $2";
+const MARK_ROTATED: &str = "UPDATE refresh_tokens SET rotated_at = $3 \
+    WHERE tenant_id = $1 AND token_hash = $2 AND rotated_at IS NULL";
+
+/// [`SELECT_TOKEN_AND_GRANT`]'s columns.
+type TokenRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    i64,
+    Option<i64>,
+);
+
+type Answer = oneshot::Sender<Result<RefreshRotation, StoreError>>;
+
+/// Rotations waiting for the next batch, and whether a task commits them.
+#[derive(Default)]
+pub(super) struct RotationQueue {
+    state: Mutex<QueueState>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    pending: Vec<(RefreshExchange, Answer)>,
+    committing: bool,
+}
+
+impl RotationQueue {
+    /// Queues `exchange` for the next batch on `pool` (the write
+    /// connection) and waits for its result.
+    pub(super) async fn rotate(
+        self: &Arc<Self>,
+        pool: &SqlitePool,
+        exchange: RefreshExchange,
+    ) -> Result<RefreshRotation, StoreError> {
+        check(&exchange)?;
+        let (answer, result) = oneshot::channel();
+        let start = {
+            let mut state = self.lock();
+            state.pending.push((exchange, answer));
+            !mem::replace(&mut state.committing, true)
+        };
+        if start {
+            tokio::spawn(Arc::clone(self).commit_all(pool.clone()));
+        }
+        // The committing task answers every exchange it takes, unless it
+        // panicked (a bug): then the sender is dropped and nothing is known.
+        result
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        // The state is a queue and a flag, consistent after every statement.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Commits batches until the queue is empty.
+    async fn commit_all(self: Arc<Self>, pool: SqlitePool) {
+        let _done = Committing(&self);
+        // Callers woken by the same event (answers of the previous batch,
+        // a burst of requests) are queueing: let them join this batch.
+        tokio::task::yield_now().await;
+        loop {
+            let batch = {
+                let mut state = self.lock();
+                let n = state.pending.len().min(MAX_BATCH);
+                if n == 0 {
+                    return;
+                }
+                state.pending.drain(..n).collect::<Vec<_>>()
+            };
+            let (exchanges, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            match rotate_batch(&pool, &exchanges).await {
+                Ok(results) => {
+                    for (answer, result) in answers.into_iter().zip(results) {
+                        // The caller may have stopped waiting: its rotation
+                        // is committed all the same.
+                        let _ = answer.send(result);
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, exchanges = answers.len(), "refresh token rotation batch failed");
+                    let err = Arc::new(err);
+                    for answer in answers {
+                        let _ = answer.send(Err(StoreError::Batch(Arc::clone(&err))));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Clears [`QueueState::committing`] when the committing task ends, also
+/// by a panic (the next caller then starts a new task).
+struct Committing<'a>(&'a RotationQueue);
+
+impl Drop for Committing<'_> {
+    fn drop(&mut self) {
+        self.0.lock().committing = false;
+    }
+}
+
+/// The exchanges of `batch` in one transaction on `pool` (the write
+/// connection). `Err`: nothing was committed.
+pub(super) async fn rotate_batch(
+    pool: &SqlitePool,
+    batch: &[RefreshExchange],
+) -> Result<Vec<Result<RefreshRotation, StoreError>>, StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for exchange in batch {
+        let result = match check(exchange) {
+            Ok(()) => exchange_in(&mut tx, exchange).await?,
+            Err(err) => Err(err),
+        };
+        results.push(result);
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// What can be refused before the database is asked.
+fn check(exchange: &RefreshExchange) -> Result<(), StoreError> {
+    if exchange.new.tenant_id != exchange.tenant_id {
+        return Err(StoreError::InvalidRecord(
+            "the new refresh token belongs to another tenant",
+        ));
+    }
+    check_hash(&exchange.new.token_hash, "a refresh token hash is 32 bytes")
+}
+
+/// One exchange inside the batch's transaction. The outer `Err` fails the
+/// batch; the inner one is this exchange's refusal, which wrote nothing.
+async fn exchange_in(
+    tx: &mut Transaction<'static, Sqlite>,
+    exchange: &RefreshExchange,
+) -> Result<Result<RefreshRotation, StoreError>, StoreError> {
+    let RefreshExchange {
+        tenant_id,
+        client_id,
+        old_hash,
+        new,
+        at,
+    } = exchange;
+    let row = sqlx::query_as::<_, TokenRow>(SELECT_TOKEN_AND_GRANT)
+        .bind(tenant_id.as_str())
+        .bind(old_hash.as_slice())
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some((
+        tenant,
+        grant_id,
+        client,
+        subject,
+        resource,
+        scope,
+        created,
+        revoked,
+        expires_at,
+        rotated_at,
+    )) = row
+    else {
+        return Ok(Ok(RefreshRotation::Invalid));
+    };
+    let grant = grant_from_row((
+        tenant, grant_id, client, subject, resource, scope, created, revoked,
+    ));
+    // Another client's token: not this client's to rotate, nor to reuse.
+    if grant.client_id != *client_id {
+        return Ok(Ok(RefreshRotation::Invalid));
+    }
+    if rotated_at.is_some() {
+        // Reuse. A no-op if the grant was revoked already: the first time
+        // stays.
+        sqlx::query(REVOKE_GRANT)
+            .bind(tenant_id.as_str())
+            .bind(grant.grant_id.as_str())
+            .bind(*at)
+            .execute(&mut **tx)
+            .await?;
+        return Ok(Ok(RefreshRotation::Reused(grant)));
+    }
+    if expires_at <= *at || grant.revoked_at.is_some() {
+        return Ok(Ok(RefreshRotation::Invalid));
+    }
+    if new.grant_id != grant.grant_id {
+        return Ok(Err(StoreError::InvalidRecord(
+            "the new refresh token belongs to another grant",
+        )));
+    }
+    // The successor first: if its hash is taken, SQLite undoes just that
+    // statement, and the old token stays current.
+    let inserted = sqlx::query(INSERT_REFRESH)
+        .bind(new.tenant_id.as_str())
+        .bind(new.token_hash.as_slice())
+        .bind(new.grant_id.as_str())
+        .bind(new.created_at)
+        .bind(new.expires_at)
+        .bind(new.rotated_at)
+        .execute(&mut **tx)
+        .await;
+    match inserted.map_err(insert_error) {
+        Ok(_) => {}
+        Err(StoreError::Duplicate) => return Ok(Err(StoreError::Duplicate)),
+        Err(err) => return Err(err),
+    }
+    sqlx::query(MARK_ROTATED)
+        .bind(tenant_id.as_str())
+        .bind(old_hash.as_slice())
+        .bind(*at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(Ok(RefreshRotation::Rotated(grant)))
+}
