@@ -161,13 +161,19 @@ async fn run(s: &AuthServer, headers: &HeaderMap, body: &[u8]) -> Result<Respons
         "authorization_code" => authorization_code(s, &client, &form).await?,
         _ => refresh(s, &client, &form).await?,
     };
-    if let Some(rec) = &client.record
-        && let Err(e) = s
-            .store
-            .touch_client(&rec.tenant_id, &rec.client_id, now())
-            .await
-    {
-        tracing::warn!(error = %e, "could not record client use");
+    if let Some(rec) = &client.record {
+        let t = now();
+        if s.last_use.due(&rec.client_id, t) {
+            // Off the response's path: the time is informational (see
+            // `LastUse`), and a failure only costs its accuracy.
+            let store = s.store.clone();
+            let (tenant, client_id) = (rec.tenant_id.clone(), rec.client_id.clone());
+            tokio::spawn(async move {
+                if let Err(e) = store.touch_client(&tenant, &client_id, t).await {
+                    tracing::warn!(error = %e, "could not record client use");
+                }
+            });
+        }
     }
     Ok(r)
 }
