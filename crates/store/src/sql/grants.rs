@@ -71,7 +71,7 @@ const INSERT_GRANT: &str = "INSERT INTO grants \
 const SELECT_GRANT: &str = "SELECT \
     tenant_id, grant_id, client_id, subject, resource, scope, created_at, revoked_at \
     FROM grants WHERE tenant_id = $1 AND grant_id = $2";
-pub(super) const INSERT_REFRESH: &str = "INSERT INTO refresh_tokens \
+const INSERT_REFRESH: &str = "INSERT INTO refresh_tokens \
     (tenant_id, token_hash, grant_id, created_at, expires_at, rotated_at) \
     VALUES ($1, $2, $3, $4, $5, $6)";
 /// Rotation, step 1: claims the old token if it is current. As with

@@ -25,7 +25,7 @@ use sqlx::sqlite::SqlitePool;
 use sqlx::{Sqlite, Transaction};
 use tokio::sync::oneshot;
 
-use super::grants::{INSERT_REFRESH, REVOKE_GRANT, check_hash, grant_from_row};
+use super::grants::{REVOKE_GRANT, check_hash, grant_from_row};
 use super::insert_error;
 use crate::{RefreshExchange, RefreshRotation, StoreError};
 
@@ -39,7 +39,15 @@ const SELECT_TOKEN_AND_GRANT: &str = "SELECT \
     g.revoked_at, t.expires_at, t.rotated_at \
     FROM refresh_tokens t JOIN grants g ON g.tenant_id = t.tenant_id AND g.grant_id = t.grant_id \
     WHERE t.tenant_id = $1 AND t.token_hash = $2";
-const MARK_ROTATED: &str = "UPDATE refresh_tokens SET rotated_at = $3 \
+/// The successor, then the old token marked rotated: two statements sent
+/// as one (sqlx runs them in turn, binding `$N` from one argument list),
+/// which saves a round trip to the connection's thread. If the first fails
+/// (the successor's hash is taken), SQLite undoes just that statement and
+/// the second does not run: the old token stays current.
+const STORE_SUCCESSOR: &str = "INSERT INTO refresh_tokens \
+    (tenant_id, token_hash, grant_id, created_at, expires_at, rotated_at) \
+    VALUES ($1, $3, $4, $5, $6, $7); \
+    UPDATE refresh_tokens SET rotated_at = $8 \
     WHERE tenant_id = $1 AND token_hash = $2 AND rotated_at IS NULL";
 
 /// [`SELECT_TOKEN_AND_GRANT`]'s columns.
@@ -234,27 +242,26 @@ async fn exchange_in(
             "the new refresh token belongs to another grant",
         )));
     }
-    // The successor first: if its hash is taken, SQLite undoes just that
-    // statement, and the old token stays current.
-    let inserted = sqlx::query(INSERT_REFRESH)
-        .bind(new.tenant_id.as_str())
+    let stored = sqlx::query(STORE_SUCCESSOR)
+        .bind(tenant_id.as_str())
+        .bind(old_hash.as_slice())
         .bind(new.token_hash.as_slice())
         .bind(new.grant_id.as_str())
         .bind(new.created_at)
         .bind(new.expires_at)
         .bind(new.rotated_at)
-        .execute(&mut **tx)
-        .await;
-    match inserted.map_err(insert_error) {
-        Ok(_) => {}
-        Err(StoreError::Duplicate) => return Ok(Err(StoreError::Duplicate)),
-        Err(err) => return Err(err),
-    }
-    sqlx::query(MARK_ROTATED)
-        .bind(tenant_id.as_str())
-        .bind(old_hash.as_slice())
         .bind(*at)
         .execute(&mut **tx)
-        .await?;
-    Ok(Ok(RefreshRotation::Rotated(grant)))
+        .await;
+    match stored.map_err(insert_error) {
+        // Two rows: the successor and the old token.
+        Ok(done) if done.rows_affected() == 2 => Ok(Ok(RefreshRotation::Rotated(grant))),
+        // Unreachable: the write lock is held since the token was read
+        // current. Failing the batch undoes the successor.
+        Ok(_) => Err(StoreError::InvalidRecord(
+            "the refresh token changed during its rotation",
+        )),
+        Err(StoreError::Duplicate) => Ok(Err(StoreError::Duplicate)),
+        Err(err) => Err(err),
+    }
 }
