@@ -498,17 +498,22 @@ async fn refresh(s: &AuthServer, client: &Client, form: &Form) -> Result<Respons
                 .to_space_delimited()
         }
     };
-    // The user must still be allowed in.
-    let active = s
-        .store
-        .user(DEFAULT_TENANT, &grant.subject)
-        .await
-        .map_err(|e| OAuthError::Server(e.to_string()))?
-        .is_some_and(|u| u.disabled_at.is_none());
-    if !active {
-        return Err(OAuthError::InvalidGrant(BAD_REFRESH));
-    }
     let (token, rec) = new_refresh(s, &grant.grant_id, t)?;
+    // Signed before the rotation (a grant's subject, client and resource
+    // never change), so that once the rotation commits each response waits
+    // only for its audit record: the records of one group-committed batch
+    // of rotations then reach the audit log together and share its commit.
+    // Discarded, never sent, unless the rotation succeeds.
+    let at = access_token(
+        s,
+        &grant.subject,
+        &grant.client_id,
+        &grant.resource,
+        &scope,
+        Some(&grant.grant_id),
+    )?;
+    // The rotation also checks, in its transaction, that the user's
+    // account still exists and is enabled (else `Invalid`).
     match s
         .store
         .rotate_refresh_token(DEFAULT_TENANT, &client.client_id, &hash, &rec, t)
@@ -516,14 +521,6 @@ async fn refresh(s: &AuthServer, client: &Client, form: &Form) -> Result<Respons
         .map_err(|e| OAuthError::Server(e.to_string()))?
     {
         RefreshRotation::Rotated(g) => {
-            let at = access_token(
-                s,
-                &g.subject,
-                &g.client_id,
-                &g.resource,
-                &scope,
-                Some(&g.grant_id),
-            )?;
             tracing::info!(client_id = %g.client_id, user = %g.subject, grant = %g.grant_id, "refresh token rotated");
             s.record(
                 issued(

@@ -682,12 +682,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Exchanges the refresh token `old_hash` for `new` in one transaction,
     /// atomically across processes. The old token must exist in `tenant`,
     /// be unexpired (`expires_at > at`), belong to a grant of `client_id`
-    /// that is not revoked, and not be rotated yet; then it is marked
+    /// that is not revoked and whose subject is a user of the tenant whose
+    /// account is enabled, and not be rotated yet; then it is marked
     /// rotated at `at` and `new` (same grant, same tenant, else
     /// [`StoreError::InvalidRecord`]) is stored: [`RefreshRotation::Rotated`].
-    /// If it exists, belongs to `client_id` and was already rotated, the
-    /// grant is revoked: [`RefreshRotation::Reused`]. Otherwise
-    /// [`RefreshRotation::Invalid`]. Of N concurrent calls with one current
+    /// If it exists, belongs to `client_id` and an enabled user, and was
+    /// already rotated, the grant is revoked: [`RefreshRotation::Reused`].
+    /// Otherwise (a disabled account's tokens included, rotated or not)
+    /// [`RefreshRotation::Invalid`]. The account is checked in the same
+    /// transaction, so a refresh cannot slip past a disable that committed
+    /// before it. Of N concurrent calls with one current
     /// token, exactly one returns `Rotated` and the others `Reused` (so the
     /// grant ends revoked: reuse detection holds under races).
     async fn rotate_refresh_token(

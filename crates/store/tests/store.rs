@@ -1258,8 +1258,18 @@ fn exchange(old_hash: Vec<u8>, new: RefreshTokenRecord, at: i64) -> RefreshExcha
     }
 }
 
-/// Stores grant `g` (created at 1) with refresh token `hash(1)`.
+/// Stores the user alice, the subject of [`grant`]s: only an enabled
+/// user's refresh tokens rotate.
+async fn alice(store: &Arc<dyn Store>) {
+    store
+        .insert_user(&user(DEFAULT_TENANT, "alice", 1))
+        .await
+        .unwrap();
+}
+
+/// Stores alice and her grant `g` (created at 1) with refresh token `hash(1)`.
 async fn grant_with_token(store: &Arc<dyn Store>) -> (GrantRecord, RefreshTokenRecord) {
+    alice(store).await;
     let g = grant(DEFAULT_TENANT, "g", 1);
     let token = refresh(DEFAULT_TENANT, "g", hash(1), 1);
     store.insert_grant(&g, Some(&token)).await.unwrap();
@@ -1629,6 +1639,50 @@ both_backends! {
         assert_eq!(store.grant(DEFAULT_TENANT, "g").await.unwrap(), Some(expected));
     }
 
+    async fn refresh_tokens_of_a_disabled_account_are_invalid_and_change_nothing(db: &Db) {
+        let store = db.open().await;
+        let (g, _) = grant_with_token(&store).await;
+        let second = refresh(DEFAULT_TENANT, "g", hash(2), 10);
+        let rotated =
+            store.rotate_refresh_token(DEFAULT_TENANT, CLIENT, &hash(1), &second, 10).await.unwrap();
+        assert_eq!(rotated, RefreshRotation::Rotated(g.clone()));
+
+        assert!(store.set_user_disabled(DEFAULT_TENANT, "alice", Some(15)).await.unwrap());
+        // The current token does not rotate, and the rotated one is not
+        // taken as reuse: nothing changes while the account is disabled.
+        let third = refresh(DEFAULT_TENANT, "g", hash(3), 20);
+        for presented in [hash(2), hash(1)] {
+            let got = store
+                .rotate_refresh_token(DEFAULT_TENANT, CLIENT, &presented, &third, 20)
+                .await
+                .unwrap();
+            assert_eq!(got, RefreshRotation::Invalid);
+        }
+        let batch = [exchange(hash(2), third.clone(), 20)];
+        let got = store.rotate_refresh_tokens(&batch).await.unwrap();
+        assert_eq!(got.into_iter().next().unwrap().unwrap(), RefreshRotation::Invalid);
+        assert_eq!(store.grant(DEFAULT_TENANT, "g").await.unwrap(), Some(g.clone()));
+        assert_eq!(store.grant_of_refresh_token(DEFAULT_TENANT, &hash(3)).await.unwrap(), None);
+
+        // Enabled again: the current token works.
+        assert!(store.set_user_disabled(DEFAULT_TENANT, "alice", None).await.unwrap());
+        let got =
+            store.rotate_refresh_token(DEFAULT_TENANT, CLIENT, &hash(2), &third, 30).await.unwrap();
+        assert_eq!(got, RefreshRotation::Rotated(g));
+    }
+
+    async fn refresh_token_of_a_subject_without_an_account_is_invalid(db: &Db) {
+        let store = db.open().await;
+        let bob = GrantRecord { subject: "bob".to_owned(), ..grant(DEFAULT_TENANT, "g", 1) };
+        store.insert_grant(&bob, Some(&refresh(DEFAULT_TENANT, "g", hash(1), 1))).await.unwrap();
+        let second = refresh(DEFAULT_TENANT, "g", hash(2), 10);
+        let got =
+            store.rotate_refresh_token(DEFAULT_TENANT, CLIENT, &hash(1), &second, 10).await.unwrap();
+        assert_eq!(got, RefreshRotation::Invalid);
+        let old = store.refresh_token(DEFAULT_TENANT, &hash(1)).await.unwrap().unwrap();
+        assert_eq!(old.rotated_at, None);
+    }
+
     async fn rotation_to_a_bad_successor_changes_nothing(db: &Db) {
         let store = db.open().await;
         let (g, _) = grant_with_token(&store).await;
@@ -1670,6 +1724,7 @@ both_backends! {
         const N: usize = 20;
         const ROUNDS: u8 = 5;
         let replicas = [db.open().await, db.open().await];
+        alice(&replicas[0]).await;
         for round in 0..ROUNDS {
             let grant_id = format!("g{round}");
             let g = grant(DEFAULT_TENANT, &grant_id, 1);
@@ -1810,6 +1865,7 @@ both_backends! {
         // grant back and its own successor stored.
         const N: usize = 24;
         let replicas = [db.open().await, db.open().await];
+        alice(&replicas[0]).await;
         for i in 0..N {
             let id = format!("g{i}");
             let token = refresh(DEFAULT_TENANT, &id, hash(i as u8), 1);
@@ -1931,6 +1987,7 @@ both_backends! {
 
     async fn expired_tokens_and_old_revocations_are_deleted_and_the_rest_kept(db: &Db) {
         let store = db.open().await;
+        alice(&store).await;
         let before = 100;
         let token = |grant_id: &str, byte: u8, expires_at: i64| RefreshTokenRecord {
             expires_at,

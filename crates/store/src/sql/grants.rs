@@ -84,15 +84,21 @@ const CLAIM_REFRESH: &str = "UPDATE refresh_tokens SET rotated_at = $4 \
     AND EXISTS (SELECT 1 FROM grants \
         WHERE grants.tenant_id = refresh_tokens.tenant_id \
         AND grants.grant_id = refresh_tokens.grant_id \
-        AND grants.client_id = $3 AND grants.revoked_at IS NULL) \
+        AND grants.client_id = $3 AND grants.revoked_at IS NULL \
+        AND EXISTS (SELECT 1 FROM users \
+            WHERE users.tenant_id = grants.tenant_id AND users.username = grants.subject \
+            AND users.disabled_at IS NULL)) \
     RETURNING grant_id";
-/// The grant of a token of client `$3` that was rotated already: reuse.
+/// The grant of a token of client `$3` that was rotated already, of an
+/// enabled user: reuse.
 const GRANT_OF_ROTATED_REFRESH: &str = "SELECT \
     g.tenant_id, g.grant_id, g.client_id, g.subject, g.resource, g.scope, g.created_at, \
     g.revoked_at \
     FROM refresh_tokens t JOIN grants g ON g.tenant_id = t.tenant_id AND g.grant_id = t.grant_id \
     WHERE t.tenant_id = $1 AND t.token_hash = $2 AND g.client_id = $3 \
-    AND t.rotated_at IS NOT NULL";
+    AND t.rotated_at IS NOT NULL \
+    AND EXISTS (SELECT 1 FROM users u \
+        WHERE u.tenant_id = g.tenant_id AND u.username = g.subject AND u.disabled_at IS NULL)";
 const GRANT_OF_REFRESH: &str = "SELECT \
     g.tenant_id, g.grant_id, g.client_id, g.subject, g.resource, g.scope, g.created_at, \
     g.revoked_at \

@@ -32,12 +32,15 @@ use crate::{RefreshExchange, RefreshRotation, StoreError};
 /// Exchanges per transaction at most; more wait for the next one.
 const MAX_BATCH: usize = 256;
 
-/// The token and its grant, in [`TokenRow`] order: the grant's columns,
-/// then the token's `expires_at` and `rotated_at`.
+/// The token, its grant and the grant's user, in [`TokenRow`] order: the
+/// grant's columns, the token's `expires_at` and `rotated_at`, and whether
+/// the subject is a user whose account is enabled.
 const SELECT_TOKEN_AND_GRANT: &str = "SELECT \
     g.tenant_id, g.grant_id, g.client_id, g.subject, g.resource, g.scope, g.created_at, \
-    g.revoked_at, t.expires_at, t.rotated_at \
+    g.revoked_at, t.expires_at, t.rotated_at, \
+    (u.username IS NOT NULL AND u.disabled_at IS NULL) AS user_enabled \
     FROM refresh_tokens t JOIN grants g ON g.tenant_id = t.tenant_id AND g.grant_id = t.grant_id \
+    LEFT JOIN users u ON u.tenant_id = g.tenant_id AND u.username = g.subject \
     WHERE t.tenant_id = $1 AND t.token_hash = $2";
 /// The successor, then the old token marked rotated: two statements sent
 /// as one (sqlx runs them in turn, binding `$N` from one argument list),
@@ -62,6 +65,7 @@ type TokenRow = (
     Option<i64>,
     i64,
     Option<i64>,
+    bool,
 );
 
 type Answer = oneshot::Sender<Result<RefreshRotation, StoreError>>;
@@ -212,6 +216,7 @@ async fn exchange_in(
         revoked,
         expires_at,
         rotated_at,
+        user_enabled,
     )) = row
     else {
         return Ok(Ok(RefreshRotation::Invalid));
@@ -219,8 +224,9 @@ async fn exchange_in(
     let grant = grant_from_row((
         tenant, grant_id, client, subject, resource, scope, created, revoked,
     ));
-    // Another client's token: not this client's to rotate, nor to reuse.
-    if grant.client_id != *client_id {
+    // Another client's token is not this client's to rotate, nor to
+    // reuse; a disabled account's tokens change nothing.
+    if grant.client_id != *client_id || !user_enabled {
         return Ok(Ok(RefreshRotation::Invalid));
     }
     if rotated_at.is_some() {
