@@ -1885,6 +1885,49 @@ both_backends! {
         }
     }
 
+    async fn chains_of_rotations_on_several_tasks_all_complete(db: &Db) {
+        // Each task rotates its own grant's token, then its successor, and so
+        // on: on SQLite the committing task keeps starting and stopping as
+        // the queue fills and drains, and no rotation may be left behind.
+        const TASKS: u8 = 8;
+        const STEPS: u8 = 25;
+        let store = db.open().await;
+        alice(&store).await;
+        // Token `step` of task `t`.
+        let token = |t: u8, step: u8| {
+            let mut h = vec![0xEE; 32];
+            (h[0], h[1]) = (t, step);
+            h
+        };
+        for t in 0..TASKS {
+            let id = format!("g{t}");
+            let first = refresh(DEFAULT_TENANT, &id, token(t, 0), 1);
+            store.insert_grant(&grant(DEFAULT_TENANT, &id, 1), Some(&first)).await.unwrap();
+        }
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let id = format!("g{t}");
+                    for step in 0..STEPS {
+                        let new = refresh(DEFAULT_TENANT, &id, token(t, step + 1), 2);
+                        let got = store
+                            .rotate_refresh_token(DEFAULT_TENANT, CLIENT, &token(t, step), &new, 2)
+                            .await
+                            .unwrap();
+                        assert!(matches!(got, RefreshRotation::Rotated(_)), "{t}/{step}: {got:?}");
+                        if step % 3 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
+
     async fn rfc7009_grant_revocation_keeps_the_first_time(db: &Db) {
         let store = db.open().await;
         let (g, _) = grant_with_token(&store).await;

@@ -114,7 +114,10 @@ impl RotationQueue {
 
     /// Commits batches until the queue is empty.
     async fn commit_all(self: Arc<Self>, pool: SqlitePool) {
-        let _done = Committing(&self);
+        let mut committing = Committing {
+            queue: &self,
+            finished: false,
+        };
         // Callers woken by the same event (answers of the previous batch,
         // a burst of requests) are queueing: let them join this batch.
         tokio::task::yield_now().await;
@@ -123,6 +126,10 @@ impl RotationQueue {
                 let mut state = self.lock();
                 let n = state.pending.len().min(MAX_BATCH);
                 if n == 0 {
+                    // Under the same lock as the check: a rotation queued
+                    // after it finds no task and starts one.
+                    state.committing = false;
+                    committing.finished = true;
                     return;
                 }
                 state.pending.drain(..n).collect::<Vec<_>>()
@@ -148,13 +155,21 @@ impl RotationQueue {
     }
 }
 
-/// Clears [`QueueState::committing`] when the committing task ends, also
-/// by a panic (the next caller then starts a new task).
-struct Committing<'a>(&'a RotationQueue);
+/// If the committing task ends without finishing (a panic, a bug): lets
+/// the next caller start a new task, and fails the rotations still queued
+/// rather than leave them waiting (dropping their senders answers them).
+struct Committing<'a> {
+    queue: &'a RotationQueue,
+    finished: bool,
+}
 
 impl Drop for Committing<'_> {
     fn drop(&mut self) {
-        self.0.lock().committing = false;
+        if !self.finished {
+            let mut state = self.queue.lock();
+            state.committing = false;
+            state.pending.clear();
+        }
     }
 }
 
