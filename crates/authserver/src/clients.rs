@@ -278,6 +278,46 @@ pub async fn resolve(s: &crate::AuthServer, client_id: &str) -> Result<Client, R
     }
 }
 
+/// How stale a client's stored `last_used_at` may be: it is written at
+/// most once per this many seconds per client and process.
+pub const LAST_USE_RESOLUTION_SECS: i64 = 60;
+/// Clients remembered before the ones not written for a while are dropped.
+const LAST_USE_MAX_CLIENTS: usize = 10_000;
+
+/// When this process last wrote each client's `last_used_at`, so that a
+/// busy client costs one write a minute rather than one per token request.
+/// The time is only what `mcpgate client list` shows and what keeps a
+/// dynamically registered client from being deleted as never used; the
+/// first use in a process is written at once.
+#[derive(Debug, Default)]
+pub(crate) struct LastUse {
+    written: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+}
+
+impl LastUse {
+    /// Whether `client_id`'s use at `now` should be written; if so, it is
+    /// counted as written.
+    pub(crate) fn due(&self, client_id: &str, now: i64) -> bool {
+        // A map of times: consistent after every statement, so a poisoned
+        // lock is still usable.
+        let mut written = self
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if written
+            .get(client_id)
+            .is_some_and(|&at| now < at + LAST_USE_RESOLUTION_SECS)
+        {
+            return false;
+        }
+        if written.len() >= LAST_USE_MAX_CLIENTS {
+            written.retain(|_, at| now < *at + LAST_USE_RESOLUTION_SECS);
+        }
+        written.insert(client_id.to_owned(), now);
+        true
+    }
+}
+
 /// `client_assertion_type` of RFC 7523 §2.2.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
@@ -341,6 +381,29 @@ mod tests {
             format!("Basic {v}").parse().unwrap(),
         );
         h
+    }
+
+    #[test]
+    fn last_use_is_written_on_first_use_then_once_per_resolution() {
+        let l = LastUse::default();
+        assert!(l.due("a", 1000));
+        assert!(!l.due("a", 1000));
+        assert!(!l.due("a", 1000 + LAST_USE_RESOLUTION_SECS - 1));
+        assert!(l.due("b", 1001));
+        assert!(l.due("a", 1000 + LAST_USE_RESOLUTION_SECS));
+        assert!(!l.due("a", 1000 + LAST_USE_RESOLUTION_SECS + 1));
+    }
+
+    #[test]
+    fn last_use_forgets_clients_it_no_longer_needs_to_hold_back() {
+        let l = LastUse::default();
+        for i in 0..LAST_USE_MAX_CLIENTS {
+            assert!(l.due(&format!("c{i}"), 0));
+        }
+        // Full: the entries that no longer hold anything back are dropped.
+        assert!(l.due("new", LAST_USE_RESOLUTION_SECS));
+        assert_eq!(l.written.lock().unwrap().len(), 1);
+        assert!(!l.due("new", LAST_USE_RESOLUTION_SECS));
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct AuthServer {
     token_requests: register::AddressLimiter,
     /// Login form posts per source address.
     login_attempts: register::AddressLimiter,
+    /// When clients' `last_used_at` was last written.
+    last_use: clients::LastUse,
     /// The audit trail, if on.
     pub audit: Option<mcpgate_audit::AuditLog>,
 }
@@ -143,6 +145,7 @@ impl AuthServer {
                 settings.login_attempts_per_minute,
                 std::time::Duration::from_secs(60),
             ),
+            last_use: Default::default(),
             settings,
             audit: None,
         }

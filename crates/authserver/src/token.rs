@@ -161,13 +161,19 @@ async fn run(s: &AuthServer, headers: &HeaderMap, body: &[u8]) -> Result<Respons
         "authorization_code" => authorization_code(s, &client, &form).await?,
         _ => refresh(s, &client, &form).await?,
     };
-    if let Some(rec) = &client.record
-        && let Err(e) = s
-            .store
-            .touch_client(&rec.tenant_id, &rec.client_id, now())
-            .await
-    {
-        tracing::warn!(error = %e, "could not record client use");
+    if let Some(rec) = &client.record {
+        let t = now();
+        if s.last_use.due(&rec.client_id, t) {
+            // Off the response's path: the time is informational (see
+            // `LastUse`), and a failure only costs its accuracy.
+            let store = s.store.clone();
+            let (tenant, client_id) = (rec.tenant_id.clone(), rec.client_id.clone());
+            tokio::spawn(async move {
+                if let Err(e) = store.touch_client(&tenant, &client_id, t).await {
+                    tracing::warn!(error = %e, "could not record client use");
+                }
+            });
+        }
     }
     Ok(r)
 }
@@ -492,17 +498,22 @@ async fn refresh(s: &AuthServer, client: &Client, form: &Form) -> Result<Respons
                 .to_space_delimited()
         }
     };
-    // The user must still be allowed in.
-    let active = s
-        .store
-        .user(DEFAULT_TENANT, &grant.subject)
-        .await
-        .map_err(|e| OAuthError::Server(e.to_string()))?
-        .is_some_and(|u| u.disabled_at.is_none());
-    if !active {
-        return Err(OAuthError::InvalidGrant(BAD_REFRESH));
-    }
     let (token, rec) = new_refresh(s, &grant.grant_id, t)?;
+    // Signed before the rotation (a grant's subject, client and resource
+    // never change), so that once the rotation commits each response waits
+    // only for its audit record: the records of one group-committed batch
+    // of rotations then reach the audit log together and share its commit.
+    // Discarded, never sent, unless the rotation succeeds.
+    let at = access_token(
+        s,
+        &grant.subject,
+        &grant.client_id,
+        &grant.resource,
+        &scope,
+        Some(&grant.grant_id),
+    )?;
+    // The rotation also checks, in its transaction, that the user's
+    // account still exists and is enabled (else `Invalid`).
     match s
         .store
         .rotate_refresh_token(DEFAULT_TENANT, &client.client_id, &hash, &rec, t)
@@ -510,14 +521,6 @@ async fn refresh(s: &AuthServer, client: &Client, form: &Form) -> Result<Respons
         .map_err(|e| OAuthError::Server(e.to_string()))?
     {
         RefreshRotation::Rotated(g) => {
-            let at = access_token(
-                s,
-                &g.subject,
-                &g.client_id,
-                &g.resource,
-                &scope,
-                Some(&g.grant_id),
-            )?;
             tracing::info!(client_id = %g.client_id, user = %g.subject, grant = %g.grant_id, "refresh token rotated");
             s.record(
                 issued(

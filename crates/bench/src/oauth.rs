@@ -15,8 +15,8 @@
 //! 2. per `--concurrency` level, obtains that many refresh tokens of
 //!    independent grants and runs as many closed-loop workers, each
 //!    exchanging its current token for the next one (rotation: every use is
-//!    one committed SQLite write transaction), with mcpgate's CPU time per
-//!    grant split by thread (see [`cpu`]);
+//!    durably committed, concurrent ones in shared SQLite transactions),
+//!    with mcpgate's CPU time per grant split by thread (see [`cpu`]);
 //! 3. runs the same write pattern directly on SQLite files in the same
 //!    directory, opened as mcpgate's store opens them (see [`baseline`]):
 //!    the ceiling mcpgate's number is to be read against.

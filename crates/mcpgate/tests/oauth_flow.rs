@@ -1013,6 +1013,33 @@ async fn oauth21_4_3_1_refresh_reuse_revokes_the_family_also_in_a_race() {
 }
 
 #[tokio::test]
+async fn refresh_of_a_disabled_account_is_refused_from_the_next_request_on() {
+    let gw = Gw::start("").await;
+    let client = gw.public_client();
+    let t = code_flow(&gw, &client).await;
+    let rt = t["refresh_token"].as_str().unwrap().to_owned();
+    let refresh = |rt: String| {
+        let (gw, client) = (&gw, client.clone());
+        async move {
+            gw.token(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &rt),
+                ("client_id", &client),
+            ])
+            .await
+        }
+    };
+    // Disabled by the admin command (another process) while serve runs.
+    gw.cli(&["user", "disable", "alice"]);
+    let (s, e, _) = refresh(rt.clone()).await;
+    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_grant")));
+    // Refused, not consumed: enabled again, the same token rotates.
+    gw.cli(&["user", "enable", "alice"]);
+    let (s, t2, _) = refresh(rt).await;
+    assert_eq!(s, 200, "{t2}");
+}
+
+#[tokio::test]
 async fn rfc7591_registration_confidential_client_flow_and_introspection() {
     let gw = Gw::start("registrations_per_hour = 3").await;
     let reg = |body: Value| {

@@ -376,6 +376,22 @@ impl fmt::Debug for RefreshTokenRecord {
     }
 }
 
+/// One exchange of a refresh token for its successor, as
+/// [`Store::rotate_refresh_tokens`] takes it: the arguments of
+/// [`Store::rotate_refresh_token`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshExchange {
+    pub tenant_id: String,
+    /// The client presenting the token.
+    pub client_id: String,
+    /// 32-byte hash of the presented token.
+    pub old_hash: Vec<u8>,
+    /// The successor to store.
+    pub new: RefreshTokenRecord,
+    /// The exchange's time.
+    pub at: i64,
+}
+
 /// What [`Store::rotate_refresh_token`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefreshRotation {
@@ -461,6 +477,11 @@ pub enum StoreError {
     /// contradicts the call; nothing was written. Carries which rule failed.
     #[error("invalid record: {0}")]
     InvalidRecord(&'static str),
+    /// This call's write shared a transaction with other callers' (group
+    /// commit), and that transaction failed: nothing of it was written.
+    /// Carries the transaction's error, which every caller in it gets.
+    #[error("the shared write transaction failed: {0}")]
+    Batch(Arc<StoreError>),
 }
 
 /// Persistent gateway state. Implementations are cheap to share (`Arc`) and
@@ -661,12 +682,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Exchanges the refresh token `old_hash` for `new` in one transaction,
     /// atomically across processes. The old token must exist in `tenant`,
     /// be unexpired (`expires_at > at`), belong to a grant of `client_id`
-    /// that is not revoked, and not be rotated yet; then it is marked
+    /// that is not revoked and whose subject is a user of the tenant whose
+    /// account is enabled, and not be rotated yet; then it is marked
     /// rotated at `at` and `new` (same grant, same tenant, else
     /// [`StoreError::InvalidRecord`]) is stored: [`RefreshRotation::Rotated`].
-    /// If it exists, belongs to `client_id` and was already rotated, the
-    /// grant is revoked: [`RefreshRotation::Reused`]. Otherwise
-    /// [`RefreshRotation::Invalid`]. Of N concurrent calls with one current
+    /// If it exists, belongs to `client_id` and an enabled user, and was
+    /// already rotated, the grant is revoked: [`RefreshRotation::Reused`].
+    /// Otherwise (a disabled account's tokens included, rotated or not)
+    /// [`RefreshRotation::Invalid`]. The account is checked in the same
+    /// transaction, so a refresh cannot slip past a disable that committed
+    /// before it. Of N concurrent calls with one current
     /// token, exactly one returns `Rotated` and the others `Reused` (so the
     /// grant ends revoked: reuse detection holds under races).
     async fn rotate_refresh_token(
@@ -677,6 +702,25 @@ pub trait Store: Send + Sync + fmt::Debug {
         new: &RefreshTokenRecord,
         at: i64,
     ) -> Result<RefreshRotation, StoreError>;
+
+    /// The exchanges of `batch`, in order, each as
+    /// [`rotate_refresh_token`](Store::rotate_refresh_token) would do it
+    /// after the ones before it: a token presented twice in one batch is
+    /// rotated by the first exchange and reused by the second (which
+    /// revokes the grant). One result per exchange; an exchange refused
+    /// with [`StoreError::InvalidRecord`] or [`StoreError::Duplicate`]
+    /// writes nothing and leaves the others alone. On SQLite the batch is
+    /// one transaction (one commit, one fsync), and `Err` means none of it
+    /// was written; on PostgreSQL, where transactions commit side by side,
+    /// each exchange is a transaction of its own and an error is that
+    /// exchange's result.
+    ///
+    /// SQLite's [`rotate_refresh_token`](Store::rotate_refresh_token)
+    /// gathers concurrent calls into such batches itself.
+    async fn rotate_refresh_tokens(
+        &self,
+        batch: &[RefreshExchange],
+    ) -> Result<Vec<Result<RefreshRotation, StoreError>>, StoreError>;
 
     /// The refresh token `token_hash` of `tenant` (rotated or not, expired
     /// or not), if it exists.

@@ -2,13 +2,22 @@
 //!
 //! Queries are written once, with `$N` placeholders, which PostgreSQL and
 //! sqlx's SQLite driver both bind by number, and dispatched to the backend's
-//! pool by [`with_pool!`] (or, for several statements in one transaction,
-//! [`with_write_tx!`]). Every query on a tenant's rows filters by
-//! `tenant_id`. API keys live here; the authorization server's tables in the
-//! submodules.
+//! pool by [`with_pool!`] (reads), [`with_writer!`] (one write statement)
+//! or [`with_write_tx!`] (several statements in one write transaction).
+//! Every query on a tenant's rows filters by `tenant_id`. API keys live
+//! here; the authorization server's tables in the submodules.
+//!
+//! On SQLite, which admits one writer at a time, this process's writes go
+//! through one connection of their own: they queue for it in the pool
+//! (first come, first served) instead of meeting in SQLite's busy handler,
+//! which sleeps 1, 2, 5, 10 … ms between attempts whatever the lock's
+//! holder does. Reads use the other connections and, in WAL mode, are not
+//! blocked by the writer. Other processes (admin commands, replicas on the
+//! same file) still meet this one in the busy handler.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -19,16 +28,16 @@ use sqlx::sqlite::{
 
 use crate::{
     ApiKeyRecord, AuthCodeRecord, ClientRecord, CodeRedemption, ConsentRecord, GrantRecord,
-    LoginThrottle, RefreshRotation, RefreshTokenRecord, Revocation, SigningKeyRecord, Store,
-    StoreError, UserRecord, migrate,
+    LoginThrottle, RefreshExchange, RefreshRotation, RefreshTokenRecord, Revocation,
+    SigningKeyRecord, Store, StoreError, UserRecord, migrate,
 };
 
 /// How long a SQLite connection waits for another process's write lock.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between attempts to open a database another process is creating.
 const SQLITE_BUSY_RETRY: Duration = Duration::from_millis(25);
-/// SQLite serialises writers anyway; a few connections serve concurrent reads.
-const SQLITE_MAX_CONNECTIONS: u32 = 4;
+/// Connections for concurrent reads (SQLite); writes have one of their own.
+const SQLITE_READ_CONNECTIONS: u32 = 4;
 const POSTGRES_MAX_CONNECTIONS: u32 = 8;
 
 pub(crate) struct SqlStore {
@@ -36,16 +45,42 @@ pub(crate) struct SqlStore {
 }
 
 enum Pool {
-    Sqlite(SqlitePool),
+    Sqlite(SqlitePools),
     Postgres(PgPool),
 }
 
-/// Evaluates `$body` with `$pool` bound to the backend's concrete pool: the
-/// same tokens are type-checked once per backend.
+/// One SQLite database file, opened twice.
+struct SqlitePools {
+    /// [`SQLITE_READ_CONNECTIONS`] connections for reads.
+    read: SqlitePool,
+    /// One connection, for every write of this process.
+    write: SqlitePool,
+    /// Refresh token rotations waiting to be committed together.
+    rotations: Arc<rotation::RotationQueue>,
+}
+
+/// Evaluates `$body` with `$pool` bound to the backend's concrete pool for
+/// reads: the same tokens are type-checked once per backend.
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.pool {
-            Pool::Sqlite($pool) => $body,
+            Pool::Sqlite(pools) => {
+                let $pool = &pools.read;
+                $body
+            }
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// As [`with_pool!`], with `$pool` bound to the pool for writes.
+macro_rules! with_writer {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            Pool::Sqlite(pools) => {
+                let $pool = &pools.write;
+                $body
+            }
             Pool::Postgres($pool) => $body,
         }
     };
@@ -62,8 +97,8 @@ macro_rules! with_write_tx {
             // the lock at its first write; if another connection committed
             // in between, that upgrade fails with SQLITE_BUSY_SNAPSHOT,
             // which the busy timeout does not retry.
-            Pool::Sqlite(pool) => {
-                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            Pool::Sqlite(pools) => {
+                let mut $tx = pools.write.begin_with("BEGIN IMMEDIATE").await?;
                 $body
             }
             Pool::Postgres(pool) => {
@@ -79,6 +114,7 @@ mod audit;
 mod clients;
 mod consents;
 mod grants;
+mod rotation;
 mod signing_keys;
 mod users;
 
@@ -105,11 +141,8 @@ impl SqlStore {
         // once. Retry that until the busy timeout; once the file is in WAL
         // mode (which persists), the pragma takes no such lock.
         let deadline = Instant::now() + SQLITE_BUSY_TIMEOUT;
-        let pool = loop {
-            let pool = SqlitePoolOptions::new()
-                .max_connections(SQLITE_MAX_CONNECTIONS)
-                .connect_with(options.clone())
-                .await;
+        let write = loop {
+            let pool = sqlite_pool(1).connect_with(options.clone()).await;
             match pool {
                 Err(sqlx::Error::Database(err)) if is_busy(&*err) && Instant::now() < deadline => {
                     tokio::time::sleep(SQLITE_BUSY_RETRY).await;
@@ -117,9 +150,15 @@ impl SqlStore {
                 pool => break pool?,
             }
         };
-        migrate::sqlite(&pool).await?;
+        migrate::sqlite(&write).await?;
+        // The file is in WAL mode now: opening it takes no exclusive lock.
+        let read = sqlite_pool(SQLITE_READ_CONNECTIONS).connect_lazy_with(options);
         Ok(Self {
-            pool: Pool::Sqlite(pool),
+            pool: Pool::Sqlite(SqlitePools {
+                read,
+                write,
+                rotations: Arc::default(),
+            }),
         })
     }
 
@@ -134,6 +173,15 @@ impl SqlStore {
             pool: Pool::Postgres(pool),
         })
     }
+}
+
+/// Pool options for SQLite connections. No ping before each use: the
+/// database is a local file, a ping is a round trip to the connection's
+/// thread, and a broken connection fails its next statement anyway.
+fn sqlite_pool(connections: u32) -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(connections)
+        .test_before_acquire(false)
 }
 
 // Hand-written so that nothing about the connection (options, credentials)
@@ -180,7 +228,7 @@ impl Store for SqlStore {
 
     async fn insert_api_key(&self, rec: &ApiKeyRecord) -> Result<(), StoreError> {
         let scopes = rec.scopes.join(" ");
-        let result = with_pool!(self, pool => {
+        let result = with_writer!(self, pool => {
             sqlx::query(INSERT_API_KEY)
                 .bind(rec.tenant_id.as_str())
                 .bind(rec.id.as_str())
@@ -222,7 +270,7 @@ impl Store for SqlStore {
     async fn revoke_api_key(&self, tenant: &str, id: &str, at: i64) -> Result<bool, StoreError> {
         // One conditional UPDATE: atomic on both backends, so of two racing
         // revocations exactly one wins and its time is kept.
-        let updated = with_pool!(self, pool => {
+        let updated = with_writer!(self, pool => {
             sqlx::query(REVOKE_API_KEY)
                 .bind(tenant)
                 .bind(id)
@@ -391,7 +439,46 @@ impl Store for SqlStore {
         new: &RefreshTokenRecord,
         at: i64,
     ) -> Result<RefreshRotation, StoreError> {
-        grants::rotate_refresh(self, tenant, client_id, old_hash, new, at).await
+        match &self.pool {
+            Pool::Sqlite(pools) => {
+                let exchange = RefreshExchange {
+                    tenant_id: tenant.to_owned(),
+                    client_id: client_id.to_owned(),
+                    old_hash: old_hash.to_vec(),
+                    new: new.clone(),
+                    at,
+                };
+                pools.rotations.rotate(&pools.write, exchange).await
+            }
+            Pool::Postgres(_) => {
+                grants::rotate_refresh(self, tenant, client_id, old_hash, new, at).await
+            }
+        }
+    }
+
+    async fn rotate_refresh_tokens(
+        &self,
+        batch: &[RefreshExchange],
+    ) -> Result<Vec<Result<RefreshRotation, StoreError>>, StoreError> {
+        match &self.pool {
+            Pool::Sqlite(pools) => rotation::rotate_batch(&pools.write, batch).await,
+            Pool::Postgres(_) => {
+                let mut results = Vec::with_capacity(batch.len());
+                for e in batch {
+                    let r = grants::rotate_refresh(
+                        self,
+                        &e.tenant_id,
+                        &e.client_id,
+                        &e.old_hash,
+                        &e.new,
+                        e.at,
+                    )
+                    .await;
+                    results.push(r);
+                }
+                Ok(results)
+            }
+        }
     }
 
     async fn refresh_token(

@@ -16,8 +16,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use mcpgate_store::{
     ApiKeyRecord, AuthCodeRecord, ClientRecord, CodeRedemption, ConsentRecord, DEFAULT_TENANT,
-    GrantRecord, KeyState, LoginThrottle, RefreshRotation, RefreshTokenRecord, Revocation,
-    SigningKeyRecord, Store, StoreError, UserRecord, open,
+    GrantRecord, KeyState, LoginThrottle, RefreshExchange, RefreshRotation, RefreshTokenRecord,
+    Revocation, SigningKeyRecord, Store, StoreError, UserRecord, open,
 };
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use tempfile::TempDir;
@@ -1247,8 +1247,29 @@ fn consent(tenant: &str, subject: &str, client_id: &str, resource: &str) -> Cons
     }
 }
 
-/// Stores grant `g` (created at 1) with refresh token `hash(1)`.
+/// [`CLIENT`] exchanging the token `old_hash` for `new` at `at`.
+fn exchange(old_hash: Vec<u8>, new: RefreshTokenRecord, at: i64) -> RefreshExchange {
+    RefreshExchange {
+        tenant_id: DEFAULT_TENANT.to_owned(),
+        client_id: CLIENT.to_owned(),
+        old_hash,
+        new,
+        at,
+    }
+}
+
+/// Stores the user alice, the subject of [`grant`]s: only an enabled
+/// user's refresh tokens rotate.
+async fn alice(store: &Arc<dyn Store>) {
+    store
+        .insert_user(&user(DEFAULT_TENANT, "alice", 1))
+        .await
+        .unwrap();
+}
+
+/// Stores alice and her grant `g` (created at 1) with refresh token `hash(1)`.
 async fn grant_with_token(store: &Arc<dyn Store>) -> (GrantRecord, RefreshTokenRecord) {
+    alice(store).await;
     let g = grant(DEFAULT_TENANT, "g", 1);
     let token = refresh(DEFAULT_TENANT, "g", hash(1), 1);
     store.insert_grant(&g, Some(&token)).await.unwrap();
@@ -1618,6 +1639,50 @@ both_backends! {
         assert_eq!(store.grant(DEFAULT_TENANT, "g").await.unwrap(), Some(expected));
     }
 
+    async fn refresh_tokens_of_a_disabled_account_are_invalid_and_change_nothing(db: &Db) {
+        let store = db.open().await;
+        let (g, _) = grant_with_token(&store).await;
+        let second = refresh(DEFAULT_TENANT, "g", hash(2), 10);
+        let rotated =
+            store.rotate_refresh_token(DEFAULT_TENANT, CLIENT, &hash(1), &second, 10).await.unwrap();
+        assert_eq!(rotated, RefreshRotation::Rotated(g.clone()));
+
+        assert!(store.set_user_disabled(DEFAULT_TENANT, "alice", Some(15)).await.unwrap());
+        // The current token does not rotate, and the rotated one is not
+        // taken as reuse: nothing changes while the account is disabled.
+        let third = refresh(DEFAULT_TENANT, "g", hash(3), 20);
+        for presented in [hash(2), hash(1)] {
+            let got = store
+                .rotate_refresh_token(DEFAULT_TENANT, CLIENT, &presented, &third, 20)
+                .await
+                .unwrap();
+            assert_eq!(got, RefreshRotation::Invalid);
+        }
+        let batch = [exchange(hash(2), third.clone(), 20)];
+        let got = store.rotate_refresh_tokens(&batch).await.unwrap();
+        assert_eq!(got.into_iter().next().unwrap().unwrap(), RefreshRotation::Invalid);
+        assert_eq!(store.grant(DEFAULT_TENANT, "g").await.unwrap(), Some(g.clone()));
+        assert_eq!(store.grant_of_refresh_token(DEFAULT_TENANT, &hash(3)).await.unwrap(), None);
+
+        // Enabled again: the current token works.
+        assert!(store.set_user_disabled(DEFAULT_TENANT, "alice", None).await.unwrap());
+        let got =
+            store.rotate_refresh_token(DEFAULT_TENANT, CLIENT, &hash(2), &third, 30).await.unwrap();
+        assert_eq!(got, RefreshRotation::Rotated(g));
+    }
+
+    async fn refresh_token_of_a_subject_without_an_account_is_invalid(db: &Db) {
+        let store = db.open().await;
+        let bob = GrantRecord { subject: "bob".to_owned(), ..grant(DEFAULT_TENANT, "g", 1) };
+        store.insert_grant(&bob, Some(&refresh(DEFAULT_TENANT, "g", hash(1), 1))).await.unwrap();
+        let second = refresh(DEFAULT_TENANT, "g", hash(2), 10);
+        let got =
+            store.rotate_refresh_token(DEFAULT_TENANT, CLIENT, &hash(1), &second, 10).await.unwrap();
+        assert_eq!(got, RefreshRotation::Invalid);
+        let old = store.refresh_token(DEFAULT_TENANT, &hash(1)).await.unwrap().unwrap();
+        assert_eq!(old.rotated_at, None);
+    }
+
     async fn rotation_to_a_bad_successor_changes_nothing(db: &Db) {
         let store = db.open().await;
         let (g, _) = grant_with_token(&store).await;
@@ -1659,6 +1724,7 @@ both_backends! {
         const N: usize = 20;
         const ROUNDS: u8 = 5;
         let replicas = [db.open().await, db.open().await];
+        alice(&replicas[0]).await;
         for round in 0..ROUNDS {
             let grant_id = format!("g{round}");
             let g = grant(DEFAULT_TENANT, &grant_id, 1);
@@ -1709,6 +1775,156 @@ both_backends! {
                 let expected = (i == winner).then(|| revoked.clone());
                 assert_eq!(of.unwrap(), expected, "round {round}: successor {i}");
             }
+        }
+    }
+
+    async fn rfc9700_4_14_2_token_presented_twice_in_one_batch_rotates_then_revokes(db: &Db) {
+        // Two presentations of one token that land in the same batch (on
+        // SQLite, one transaction): the first rotates, the second is reuse
+        // and revokes the grant, the first's successor included.
+        let store = db.open().await;
+        let (g, _) = grant_with_token(&store).await;
+        store.insert_grant(&grant(DEFAULT_TENANT, "bystander", 1), Some(&refresh(DEFAULT_TENANT, "bystander", hash(7), 1))).await.unwrap();
+        let batch = [
+            exchange(hash(1), refresh(DEFAULT_TENANT, "g", hash(2), 10), 10),
+            exchange(hash(7), refresh(DEFAULT_TENANT, "bystander", hash(8), 10), 10),
+            exchange(hash(1), refresh(DEFAULT_TENANT, "g", hash(3), 10), 10),
+        ];
+        let results = store.rotate_refresh_tokens(&batch).await.unwrap();
+        let results: Vec<_> = results.into_iter().map(Result::unwrap).collect();
+        let bystander = grant(DEFAULT_TENANT, "bystander", 1);
+        assert_eq!(
+            results,
+            [
+                RefreshRotation::Rotated(g.clone()),
+                RefreshRotation::Rotated(bystander.clone()),
+                RefreshRotation::Reused(g.clone()),
+            ]
+        );
+        let revoked = GrantRecord { revoked_at: Some(10), ..g };
+        assert_eq!(store.grant(DEFAULT_TENANT, "g").await.unwrap(), Some(revoked.clone()));
+        // The winner's successor is stored, and dead with its grant.
+        assert_eq!(
+            store.grant_of_refresh_token(DEFAULT_TENANT, &hash(2)).await.unwrap(),
+            Some(revoked)
+        );
+        assert_eq!(store.grant_of_refresh_token(DEFAULT_TENANT, &hash(3)).await.unwrap(), None);
+        let next = refresh(DEFAULT_TENANT, "g", hash(4), 20);
+        let after =
+            store.rotate_refresh_token(DEFAULT_TENANT, CLIENT, &hash(2), &next, 20).await.unwrap();
+        assert_eq!(after, RefreshRotation::Invalid);
+        // The other grant in the batch is untouched by the reuse.
+        assert_eq!(store.grant(DEFAULT_TENANT, "bystander").await.unwrap(), Some(bystander));
+    }
+
+    async fn refused_exchange_in_a_batch_writes_nothing_and_leaves_the_others_alone(db: &Db) {
+        let store = db.open().await;
+        let (g, _) = grant_with_token(&store).await;
+        let h = grant(DEFAULT_TENANT, "h", 1);
+        store.insert_grant(&h, Some(&refresh(DEFAULT_TENANT, "h", hash(5), 1))).await.unwrap();
+        let k = grant(DEFAULT_TENANT, "k", 1);
+        store.insert_grant(&k, Some(&refresh(DEFAULT_TENANT, "k", hash(6), 1))).await.unwrap();
+        let batch = [
+            // A successor of another grant: refused before anything is written.
+            exchange(hash(5), refresh(DEFAULT_TENANT, "g", hash(50), 10), 10),
+            exchange(hash(1), refresh(DEFAULT_TENANT, "g", hash(2), 10), 10),
+            // A successor whose hash is taken (by `g`'s new token, just
+            // above): refused at the insert.
+            exchange(hash(6), refresh(DEFAULT_TENANT, "k", hash(2), 10), 10),
+            // Malformed successor hash.
+            exchange(hash(6), refresh(DEFAULT_TENANT, "k", vec![6; 31], 10), 10),
+            // Unknown token.
+            exchange(hash(9), refresh(DEFAULT_TENANT, "g", hash(90), 10), 10),
+            exchange(hash(6), refresh(DEFAULT_TENANT, "k", hash(60), 10), 10),
+        ];
+        let results = store.rotate_refresh_tokens(&batch).await.unwrap();
+        assert_eq!(results.len(), batch.len());
+        let mut results = results.into_iter();
+        let mut next = || results.next().unwrap();
+        assert!(matches!(next(), Err(StoreError::InvalidRecord(_))));
+        assert_eq!(next().unwrap(), RefreshRotation::Rotated(g.clone()));
+        assert!(matches!(next(), Err(StoreError::Duplicate)));
+        assert!(matches!(next(), Err(StoreError::InvalidRecord(_))));
+        assert_eq!(next().unwrap(), RefreshRotation::Invalid);
+        assert_eq!(next().unwrap(), RefreshRotation::Rotated(k.clone()));
+
+        // The refused exchanges changed nothing: `h`'s token is still current.
+        let old = store.refresh_token(DEFAULT_TENANT, &hash(5)).await.unwrap().unwrap();
+        assert_eq!(old.rotated_at, None);
+        assert_eq!(store.grant_of_refresh_token(DEFAULT_TENANT, &hash(50)).await.unwrap(), None);
+        assert_eq!(store.grant_of_refresh_token(DEFAULT_TENANT, &hash(2)).await.unwrap(), Some(g));
+        assert_eq!(store.grant_of_refresh_token(DEFAULT_TENANT, &hash(60)).await.unwrap(), Some(k));
+        let again = exchange(hash(5), refresh(DEFAULT_TENANT, "h", hash(51), 20), 20);
+        let results = store.rotate_refresh_tokens(&[again]).await.unwrap();
+        assert_eq!(results.into_iter().next().unwrap().unwrap(), RefreshRotation::Rotated(h));
+    }
+
+    async fn concurrent_rotations_of_many_tokens_each_rotate_once(db: &Db) {
+        // Many grants refreshed at once on two handles: on SQLite they are
+        // gathered into shared transactions, and each still gets its own
+        // grant back and its own successor stored.
+        const N: usize = 24;
+        let replicas = [db.open().await, db.open().await];
+        alice(&replicas[0]).await;
+        for i in 0..N {
+            let id = format!("g{i}");
+            let token = refresh(DEFAULT_TENANT, &id, hash(i as u8), 1);
+            replicas[0].insert_grant(&grant(DEFAULT_TENANT, &id, 1), Some(&token)).await.unwrap();
+        }
+        let results = race(&replicas, N, |i, store| async move {
+            let new = refresh(DEFAULT_TENANT, &format!("g{i}"), hash(100 + i as u8), 5);
+            store.rotate_refresh_token(DEFAULT_TENANT, CLIENT, &hash(i as u8), &new, 5).await.unwrap()
+        })
+        .await;
+        for (i, result) in results.into_iter().enumerate() {
+            let g = grant(DEFAULT_TENANT, &format!("g{i}"), 1);
+            assert_eq!(result, RefreshRotation::Rotated(g.clone()), "{i}");
+            let successor = hash(100 + i as u8);
+            let of = replicas[1].grant_of_refresh_token(DEFAULT_TENANT, &successor).await;
+            assert_eq!(of.unwrap(), Some(g), "{i}");
+        }
+    }
+
+    async fn chains_of_rotations_on_several_tasks_all_complete(db: &Db) {
+        // Each task rotates its own grant's token, then its successor, and so
+        // on: on SQLite the committing task keeps starting and stopping as
+        // the queue fills and drains, and no rotation may be left behind.
+        const TASKS: u8 = 8;
+        const STEPS: u8 = 25;
+        let store = db.open().await;
+        alice(&store).await;
+        // Token `step` of task `t`.
+        let token = |t: u8, step: u8| {
+            let mut h = vec![0xEE; 32];
+            (h[0], h[1]) = (t, step);
+            h
+        };
+        for t in 0..TASKS {
+            let id = format!("g{t}");
+            let first = refresh(DEFAULT_TENANT, &id, token(t, 0), 1);
+            store.insert_grant(&grant(DEFAULT_TENANT, &id, 1), Some(&first)).await.unwrap();
+        }
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let id = format!("g{t}");
+                    for step in 0..STEPS {
+                        let new = refresh(DEFAULT_TENANT, &id, token(t, step + 1), 2);
+                        let got = store
+                            .rotate_refresh_token(DEFAULT_TENANT, CLIENT, &token(t, step), &new, 2)
+                            .await
+                            .unwrap();
+                        assert!(matches!(got, RefreshRotation::Rotated(_)), "{t}/{step}: {got:?}");
+                        if step % 3 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
         }
     }
 
@@ -1814,6 +2030,7 @@ both_backends! {
 
     async fn expired_tokens_and_old_revocations_are_deleted_and_the_rest_kept(db: &Db) {
         let store = db.open().await;
+        alice(&store).await;
         let before = 100;
         let token = |grant_id: &str, byte: u8, expires_at: i64| RefreshTokenRecord {
             expires_at,

@@ -222,7 +222,7 @@ impl Report {
         if !self.refresh.is_empty() {
             let _ = writeln!(
                 o,
-                "\nrefresh_token grants (rotation: one committed write transaction each), closed loop"
+                "\nrefresh_token grants (each rotation durably committed before its answer), closed loop"
             );
             let _ = writeln!(
                 o,
@@ -300,7 +300,7 @@ impl Report {
             let _ = writeln!(
                 o,
                 "  rotation statements only: UPDATE (claim) + INSERT (successor), one commit each;\n  \
-                 mcpgate's store: client, grant of the token, user, rotation (one commit), client last use"
+                 mcpgate's store: client, grant of the token, rotation (group-committed)"
             );
         }
         let busiest = self

@@ -60,7 +60,7 @@ pub(super) async fn insert(store: &SqlStore, rec: &ClientRecord) -> Result<(), S
         &rec.grant_types,
         "a grant type is empty or contains a newline",
     )?;
-    with_pool!(store, pool => {
+    with_writer!(store, pool => {
         sqlx::query(INSERT)
             .bind(rec.tenant_id.as_str())
             .bind(rec.client_id.as_str())
@@ -113,7 +113,7 @@ pub(super) async fn delete(
     tenant: &str,
     client_id: &str,
 ) -> Result<bool, StoreError> {
-    let deleted = with_pool!(store, pool => {
+    let deleted = with_writer!(store, pool => {
         sqlx::query(DELETE)
             .bind(tenant)
             .bind(client_id)
@@ -133,7 +133,7 @@ pub(super) async fn rotate_secret(
 ) -> Result<bool, StoreError> {
     // One UPDATE: atomic on both backends. Of two racing rotations the
     // second sees the first's hash as the one to keep as previous.
-    let updated = with_pool!(store, pool => {
+    let updated = with_writer!(store, pool => {
         sqlx::query(ROTATE_SECRET)
             .bind(tenant)
             .bind(client_id)
@@ -152,7 +152,7 @@ pub(super) async fn touch(
     client_id: &str,
     at: i64,
 ) -> Result<(), StoreError> {
-    with_pool!(store, pool => {
+    with_writer!(store, pool => {
         sqlx::query(TOUCH)
             .bind(tenant)
             .bind(client_id)
@@ -169,7 +169,7 @@ pub(super) async fn delete_unused_registrations(
     tenant: &str,
     created_before: i64,
 ) -> Result<u64, StoreError> {
-    let deleted = with_pool!(store, pool => {
+    let deleted = with_writer!(store, pool => {
         sqlx::query(DELETE_UNUSED_REGISTRATIONS)
             .bind(tenant)
             .bind(created_before)

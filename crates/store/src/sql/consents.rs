@@ -28,7 +28,7 @@ const DELETE: &str = "DELETE FROM consents \
     AND ($4 IS NULL OR resource = $4)";
 
 pub(super) async fn upsert(store: &SqlStore, rec: &ConsentRecord) -> Result<(), StoreError> {
-    with_pool!(store, pool => {
+    with_writer!(store, pool => {
         sqlx::query(UPSERT)
             .bind(rec.tenant_id.as_str())
             .bind(rec.subject.as_str())
@@ -84,7 +84,7 @@ pub(super) async fn delete(
     client_id: &str,
     resource: Option<&str>,
 ) -> Result<u64, StoreError> {
-    let deleted = with_pool!(store, pool => {
+    let deleted = with_writer!(store, pool => {
         sqlx::query(DELETE)
             .bind(tenant)
             .bind(subject)

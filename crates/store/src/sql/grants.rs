@@ -84,21 +84,27 @@ const CLAIM_REFRESH: &str = "UPDATE refresh_tokens SET rotated_at = $4 \
     AND EXISTS (SELECT 1 FROM grants \
         WHERE grants.tenant_id = refresh_tokens.tenant_id \
         AND grants.grant_id = refresh_tokens.grant_id \
-        AND grants.client_id = $3 AND grants.revoked_at IS NULL) \
+        AND grants.client_id = $3 AND grants.revoked_at IS NULL \
+        AND EXISTS (SELECT 1 FROM users \
+            WHERE users.tenant_id = grants.tenant_id AND users.username = grants.subject \
+            AND users.disabled_at IS NULL)) \
     RETURNING grant_id";
-/// The grant of a token of client `$3` that was rotated already: reuse.
+/// The grant of a token of client `$3` that was rotated already, of an
+/// enabled user: reuse.
 const GRANT_OF_ROTATED_REFRESH: &str = "SELECT \
     g.tenant_id, g.grant_id, g.client_id, g.subject, g.resource, g.scope, g.created_at, \
     g.revoked_at \
     FROM refresh_tokens t JOIN grants g ON g.tenant_id = t.tenant_id AND g.grant_id = t.grant_id \
     WHERE t.tenant_id = $1 AND t.token_hash = $2 AND g.client_id = $3 \
-    AND t.rotated_at IS NOT NULL";
+    AND t.rotated_at IS NOT NULL \
+    AND EXISTS (SELECT 1 FROM users u \
+        WHERE u.tenant_id = g.tenant_id AND u.username = g.subject AND u.disabled_at IS NULL)";
 const GRANT_OF_REFRESH: &str = "SELECT \
     g.tenant_id, g.grant_id, g.client_id, g.subject, g.resource, g.scope, g.created_at, \
     g.revoked_at \
     FROM refresh_tokens t JOIN grants g ON g.tenant_id = t.tenant_id AND g.grant_id = t.grant_id \
     WHERE t.tenant_id = $1 AND t.token_hash = $2";
-const REVOKE_GRANT: &str = "UPDATE grants SET revoked_at = $3 \
+pub(super) const REVOKE_GRANT: &str = "UPDATE grants SET revoked_at = $3 \
     WHERE tenant_id = $1 AND grant_id = $2 AND revoked_at IS NULL";
 /// `$4` NULL: on every resource.
 const REVOKE_GRANTS_OF: &str = "UPDATE grants SET revoked_at = $5 \
@@ -169,7 +175,7 @@ macro_rules! insert_refresh_query {
 
 pub(super) async fn insert_code(store: &SqlStore, rec: &AuthCodeRecord) -> Result<(), StoreError> {
     check_hash(&rec.code_hash, "a code hash is 32 bytes")?;
-    with_pool!(store, pool => {
+    with_writer!(store, pool => {
         sqlx::query(INSERT_CODE)
             .bind(rec.tenant_id.as_str())
             .bind(rec.code_hash.as_slice())
@@ -196,7 +202,7 @@ pub(super) async fn redeem_code(
     code_hash: &[u8],
     at: i64,
 ) -> Result<CodeRedemption, StoreError> {
-    let redeemed = with_pool!(store, pool => {
+    let redeemed = with_writer!(store, pool => {
         sqlx::query_as::<_, AuthCodeRow>(REDEEM_CODE)
             .bind(tenant)
             .bind(code_hash)
@@ -229,7 +235,7 @@ pub(super) async fn delete_expired_codes(
     tenant: &str,
     before: i64,
 ) -> Result<u64, StoreError> {
-    let deleted = with_pool!(store, pool => {
+    let deleted = with_writer!(store, pool => {
         sqlx::query(DELETE_EXPIRED_CODES)
             .bind(tenant)
             .bind(before)
@@ -416,7 +422,7 @@ pub(super) async fn revoke(
 ) -> Result<bool, StoreError> {
     // One conditional UPDATE: of two racing revocations exactly one wins
     // and its time is kept.
-    let updated = with_pool!(store, pool => {
+    let updated = with_writer!(store, pool => {
         sqlx::query(REVOKE_GRANT)
             .bind(tenant)
             .bind(grant_id)
@@ -436,7 +442,7 @@ pub(super) async fn revoke_of(
     resource: Option<&str>,
     at: i64,
 ) -> Result<u64, StoreError> {
-    let updated = with_pool!(store, pool => {
+    let updated = with_writer!(store, pool => {
         sqlx::query(REVOKE_GRANTS_OF)
             .bind(tenant)
             .bind(subject)
@@ -457,7 +463,7 @@ pub(super) async fn revoke_access_token(
     revoked_at: i64,
     expires_at: i64,
 ) -> Result<(), StoreError> {
-    with_pool!(store, pool => {
+    with_writer!(store, pool => {
         sqlx::query(REVOKE_ACCESS_TOKEN)
             .bind(tenant)
             .bind(jti)
@@ -538,7 +544,7 @@ pub(super) async fn record_assertion_jti(
 ) -> Result<bool, StoreError> {
     // An entry still counts at `now == expires_at`: when in doubt, refuse
     // the replay.
-    let recorded = with_pool!(store, pool => {
+    let recorded = with_writer!(store, pool => {
         sqlx::query(RECORD_ASSERTION_JTI)
             .bind(tenant)
             .bind(client_id)
@@ -552,7 +558,7 @@ pub(super) async fn record_assertion_jti(
     // Housekeeping: nothing else deletes used `jti`s, and every accepted
     // assertion adds one. The index makes this cheap when there is nothing
     // to delete; a rival deleting the same rows only makes it wait.
-    with_pool!(store, pool => {
+    with_writer!(store, pool => {
         sqlx::query(DELETE_EXPIRED_ASSERTION_JTIS)
             .bind(tenant)
             .bind(now)
@@ -565,7 +571,7 @@ pub(super) async fn record_assertion_jti(
 
 /// Refuses a hash of the wrong length before the database's CHECK does, so
 /// that the caller learns which rule failed.
-fn check_hash(hash: &[u8], invalid: &'static str) -> Result<(), StoreError> {
+pub(super) fn check_hash(hash: &[u8], invalid: &'static str) -> Result<(), StoreError> {
     if hash.len() == HASH_LEN {
         Ok(())
     } else {
@@ -604,7 +610,7 @@ fn code_from_row(row: AuthCodeRow) -> AuthCodeRecord {
     }
 }
 
-fn grant_from_row(row: GrantRow) -> GrantRecord {
+pub(super) fn grant_from_row(row: GrantRow) -> GrantRecord {
     let (tenant_id, grant_id, client_id, subject, resource, scope, created_at, revoked_at) = row;
     GrantRecord {
         tenant_id,

@@ -62,7 +62,7 @@ macro_rules! insert_query {
 }
 
 pub(super) async fn insert(store: &SqlStore, rec: &SigningKeyRecord) -> Result<(), StoreError> {
-    with_pool!(store, pool => insert_query!(rec).execute(pool).await.map(drop))
+    with_writer!(store, pool => insert_query!(rec).execute(pool).await.map(drop))
         .map_err(insert_error)
 }
 
@@ -135,7 +135,7 @@ pub(super) async fn delete_expired(
     tenant: &str,
     now: i64,
 ) -> Result<u64, StoreError> {
-    let deleted = with_pool!(store, pool => {
+    let deleted = with_writer!(store, pool => {
         sqlx::query(DELETE_EXPIRED)
             .bind(tenant)
             .bind(now)

@@ -58,7 +58,7 @@ pub(super) async fn insert(store: &SqlStore, rec: &UserRecord) -> Result<(), Sto
             "a username is 1 to 64 characters of A-Z a-z 0-9 . _ @ -",
         ));
     }
-    with_pool!(store, pool => {
+    with_writer!(store, pool => {
         sqlx::query(INSERT)
             .bind(rec.tenant_id.as_str())
             .bind(rec.username.as_str())
@@ -107,7 +107,7 @@ pub(super) async fn set_disabled(
     username: &str,
     disabled_at: Option<i64>,
 ) -> Result<bool, StoreError> {
-    let updated = with_pool!(store, pool => {
+    let updated = with_writer!(store, pool => {
         sqlx::query(SET_DISABLED)
             .bind(tenant)
             .bind(username)
@@ -126,7 +126,7 @@ pub(super) async fn set_password(
     password_hash: &str,
     at: i64,
 ) -> Result<bool, StoreError> {
-    let updated = with_pool!(store, pool => {
+    let updated = with_writer!(store, pool => {
         sqlx::query(SET_PASSWORD)
             .bind(tenant)
             .bind(username)
@@ -159,7 +159,7 @@ pub(super) async fn record_failure(
     }
     // Saturates: a lock "until the end of time" is what an absurd duration means.
     let lock_end = at.saturating_add(lock_for_secs);
-    let row = with_pool!(store, pool => {
+    let row = with_writer!(store, pool => {
         sqlx::query_as::<_, (i64, Option<i64>)>(RECORD_FAILURE)
             .bind(tenant)
             .bind(username)
@@ -181,7 +181,7 @@ pub(super) async fn record_success(
     username: &str,
     at: i64,
 ) -> Result<(), StoreError> {
-    with_pool!(store, pool => {
+    with_writer!(store, pool => {
         sqlx::query(RECORD_SUCCESS)
             .bind(tenant)
             .bind(username)
