@@ -380,6 +380,13 @@ impl Writer {
         } else if let Some(sink) = self.sink.take() {
             sink.close().await;
         }
+        // How well group commit worked: records per transaction.
+        tracing::info!(
+            committed = self.shared.committed.load(Ordering::Relaxed),
+            batches = self.shared.batches.load(Ordering::Relaxed),
+            failed = self.shared.failed.load(Ordering::Relaxed),
+            "audit writer stopped"
+        );
     }
 
     /// Appends `batch` in one transaction and answers its callers.

@@ -56,9 +56,10 @@ impl Set {
                     "{why}, and a policy reads context.arguments"
                 )));
             }
-            c.record
+            Some(c.record)
         } else {
-            arguments::empty_record()
+            // The empty record: `build` may reuse a context.
+            None
         };
         let cannot = |e| Decision::deny(format!("cannot build the Cedar request: {e}"));
         let entities = self.entities.get_or_build(req, &uids).map_err(cannot)?;
@@ -199,7 +200,7 @@ mod tests {
                                     uid: action,
                                     target: req.target.kind(),
                                 },
-                                arguments::convert(arguments).record,
+                                Some(arguments::convert(arguments).record),
                                 request::uids(&req, &set.schema.types),
                                 Arc::new(
                                     crate::entities::build(

@@ -160,13 +160,36 @@ pub(crate) fn uids(req: &Request<'_>, types: &Types) -> Uids {
 /// Cedar here: the request is built by this crate only, in the schema's
 /// shape (tested), and validating it per call would cost more than the
 /// evaluation.
+///
+/// `arguments` `None` stands for the empty record (no policy that applies
+/// reads them): the context is then the same for every call of a caller
+/// within a second, and is taken from [`context_cache`] when it was built
+/// already (Cedar evaluates every attribute when a context is built, about
+/// a third of the cost of a request before evaluation).
 pub(crate) fn build(
     req: &Request<'_>,
     action: &Action,
-    arguments: Rx,
+    arguments: Option<Rx>,
     uids: Uids,
     entities: Arc<cedar::Entities>,
 ) -> Result<Built, String> {
+    let context = match arguments {
+        Some(arguments) => context(req, arguments)?,
+        None => cached_context(req)?,
+    };
+    let request = cedar::Request::new(
+        uids.principal,
+        action.uid.clone(),
+        uids.resource,
+        context,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Built { request, entities })
+}
+
+/// The Cedar context of `req`, with `arguments` as `context.arguments`.
+fn context(req: &Request<'_>, arguments: Rx) -> Result<cedar::Context, String> {
     let scopes = req
         .principal
         .scopes
@@ -184,17 +207,99 @@ pub(crate) fn build(
     pairs.push(("mtls".to_owned(), Rx::new_bool(c.mtls)));
     pairs.push(("dpop".to_owned(), Rx::new_bool(c.dpop)));
     pairs.push(("arguments".to_owned(), arguments));
-    let context = cedar::Context::from_pairs(pairs).map_err(|e| e.to_string())?;
+    cedar::Context::from_pairs(pairs).map_err(|e| e.to_string())
+}
 
-    let request = cedar::Request::new(
-        uids.principal,
-        action.uid.clone(),
-        uids.resource,
-        context,
-        None,
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(Built { request, entities })
+/// Contexts with empty arguments of the current second, keyed by what
+/// they are built from but the time (a hash to find the entry, then a
+/// field-by-field comparison, so a collision can only miss). Emptied when
+/// the second changes or at [`CONTEXT_CACHE_MAX`] entries.
+#[derive(Default)]
+struct ContextCache {
+    time: i64,
+    entries: HashMap<u64, Vec<CachedContext>>,
+    len: usize,
+}
+
+struct CachedContext {
+    scopes: Vec<String>,
+    client_ip: Option<IpAddr>,
+    mtls: bool,
+    dpop: bool,
+    context: cedar::Context,
+}
+
+impl CachedContext {
+    fn matches(&self, req: &Request<'_>) -> bool {
+        let c = &req.context;
+        self.client_ip == c.client_ip
+            && self.mtls == c.mtls
+            && self.dpop == c.dpop
+            && self.scopes.len() == req.principal.scopes.len()
+            && self
+                .scopes
+                .iter()
+                .zip(req.principal.scopes.iter())
+                .all(|(a, b)| a == b.as_str())
+    }
+}
+
+const CONTEXT_CACHE_MAX: usize = 4096;
+
+fn context_cache() -> &'static RwLock<ContextCache> {
+    static CACHE: LazyLock<RwLock<ContextCache>> = LazyLock::new(Default::default);
+    &CACHE
+}
+
+fn context_hash(req: &Request<'_>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let c = &req.context;
+    (c.client_ip, c.mtls, c.dpop).hash(&mut h);
+    req.principal.scopes.len().hash(&mut h);
+    for s in req.principal.scopes.iter() {
+        s.as_str().hash(&mut h);
+    }
+    h.finish()
+}
+
+/// The context of `req` with empty arguments, from the cache or built and
+/// cached.
+fn cached_context(req: &Request<'_>) -> Result<cedar::Context, String> {
+    let time = req.context.time;
+    let h = context_hash(req);
+    {
+        let cache = context_cache().read().unwrap_or_else(|e| e.into_inner());
+        if cache.time == time
+            && let Some(found) = cache
+                .entries
+                .get(&h)
+                .and_then(|bucket| bucket.iter().find(|c| c.matches(req)))
+        {
+            return Ok(found.context.clone());
+        }
+    }
+    let context = context(req, crate::arguments::empty_record())?;
+    let mut cache = context_cache().write().unwrap_or_else(|e| e.into_inner());
+    if cache.time != time || cache.len >= CONTEXT_CACHE_MAX {
+        cache.entries.clear();
+        cache.len = 0;
+        cache.time = time;
+    }
+    cache.entries.entry(h).or_default().push(CachedContext {
+        scopes: req
+            .principal
+            .scopes
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect(),
+        client_ip: req.context.client_ip,
+        mtls: req.context.mtls,
+        dpop: req.context.dpop,
+        context: context.clone(),
+    });
+    cache.len += 1;
+    Ok(context)
 }
 
 /// `ip("<addr>")`, cached per address: Cedar's `new_ip` parses the name
@@ -223,6 +328,53 @@ pub(crate) fn uid(t: &cedar::EntityTypeName, id: &str) -> cedar::EntityUid {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_context_equals_a_freshly_built_one() {
+        let scopes = ScopeSet::parse("mcp files:read").unwrap();
+        let other_scopes = ScopeSet::parse("mcp").unwrap();
+        let principal = |scopes| PrincipalRef {
+            kind: PrincipalKind::User,
+            id: "u",
+            subject: "u",
+            client_id: None,
+            scopes,
+            issuer: None,
+            tenant: "t",
+            groups: &[],
+            roles: &[],
+        };
+        let req = |scopes, time, client_ip: Option<IpAddr>, mtls| Request {
+            principal: principal(scopes),
+            action: "tools/call",
+            target: Target::Tool("t"),
+            route: "/mcp",
+            context: Context {
+                client_ip,
+                time,
+                mtls,
+                ..Context::default()
+            },
+        };
+        let ip = "192.0.2.1".parse().ok();
+        // Each differs from the first in one of the keyed fields, the
+        // last only in the second.
+        let reqs = [
+            req(&scopes, 1_000, ip, false),
+            req(&other_scopes, 1_000, ip, false),
+            req(&scopes, 1_000, None, false),
+            req(&scopes, 1_000, ip, true),
+            req(&scopes, 1_001, ip, false),
+        ];
+        for _ in 0..2 {
+            for r in &reqs {
+                let fresh = context(r, crate::arguments::empty_record());
+                let cached = cached_context(r);
+                assert!(fresh.is_ok());
+                assert_eq!(cached, fresh, "{r:?}");
+            }
+        }
+    }
 
     #[test]
     fn time_fields_are_utc_hour_and_monday_based_weekday() {

@@ -2566,6 +2566,13 @@ both_backends! {
         let got = all_audit_records(&store, "main", 128).await;
         assert_eq!(got, batch);
         assert_linear(&got);
+        // The head moved with the last statement (on SQLite, in the same
+        // query as the last rows), and the next batch continues from it.
+        assert_eq!(store.audit_head("main").await.unwrap().unwrap().seq, 300);
+        let mut next = vec![audit_record("main", 300, true)];
+        store.append_audit("main", &mut next, &TestSealer::new(1)).await.unwrap();
+        assert_eq!(next[0].seq, 301);
+        assert_eq!(store.audit_head("main").await.unwrap().unwrap().seq, 301);
     }
 
     async fn audit_concurrent_appends_from_two_processes_keep_one_linear_chain(db: &Db) {

@@ -22,10 +22,10 @@ use crate::{
 const COLUMNS: &str = "chain_id, seq, time_ms, kind, route, subject, client_id, method, name, \
     outcome, reason, policy_ids, args_digest, latency_us, peer, details, prev_hash, hash, tag";
 const COLUMN_COUNT: usize = 19;
-/// Rows per INSERT statement: a batch is inserted in statements of these
-/// sizes (greedily, largest first), so each connection prepares three
-/// statements rather than one per batch size (on PostgreSQL a prepare is a
-/// round trip). Not larger: sqlx 0.9 leaves Nagle's algorithm on for
+/// PostgreSQL: rows per INSERT statement: a batch is inserted in statements
+/// of these sizes (greedily, largest first), so each connection prepares
+/// three statements rather than one per batch size (a prepare is a round
+/// trip). Not larger: sqlx 0.9 leaves Nagle's algorithm on for
 /// PostgreSQL connections, and a 64-row statement (1216 parameters) took
 /// ~45 ms there (delayed ACK) where four 16-row ones take ~1 ms.
 const INSERT_SIZES: [usize; 3] = [16, 4, 1];
@@ -67,22 +67,34 @@ type HeadRow = (String, i64, Vec<u8>, String);
 /// `audit_checkpoints` columns, as selected.
 type CheckpointRow = (String, i64, Vec<u8>, i64, String);
 
-/// `INSERT INTO audit_records` of `rows` rows, one of [`INSERT_SIZES`].
+/// `(?, ?, …)` or `($1, $2, …)` for each of `rows` rows, comma-separated.
+fn values(numbered: bool, rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|row| {
+            let params: Vec<String> = (1..=COLUMN_COUNT)
+                .map(|col| {
+                    if numbered {
+                        format!("${}", row * COLUMN_COUNT + col)
+                    } else {
+                        "?".to_owned()
+                    }
+                })
+                .collect();
+            format!("({})", params.join(", "))
+        })
+        .collect();
+    values.join(", ")
+}
+
+/// PostgreSQL: `INSERT INTO audit_records` of `rows` rows, one of
+/// [`INSERT_SIZES`].
 fn insert_sql(rows: usize) -> &'static str {
     static SQL: OnceLock<[String; INSERT_SIZES.len()]> = OnceLock::new();
     let all = SQL.get_or_init(|| {
         INSERT_SIZES.map(|rows| {
-            let values: Vec<String> = (0..rows)
-                .map(|row| {
-                    let params: Vec<String> = (1..=COLUMN_COUNT)
-                        .map(|col| format!("${}", row * COLUMN_COUNT + col))
-                        .collect();
-                    format!("({})", params.join(", "))
-                })
-                .collect();
             format!(
                 "INSERT INTO audit_records ({COLUMNS}) VALUES {}",
-                values.join(", ")
+                values(true, rows)
             )
         })
     });
@@ -107,6 +119,45 @@ fn insert_chunks(records: &[AuditRecord]) -> Vec<&[AuditRecord]> {
     }
     chunks
 }
+
+/// SQLite: rows per INSERT at most. SQLite runs in-process, so unlike
+/// PostgreSQL every statement costs a round trip to sqlx's worker thread
+/// (two thread wake-ups), not bytes on a socket: a batch is inserted in as
+/// few statements as possible, each of exactly its size (at most
+/// `SQLITE_MAX_ROWS` statements to prepare and cache per connection).
+const SQLITE_MAX_ROWS: usize = 64;
+
+/// SQLite: `INSERT INTO audit_records` of `rows` rows (1 ..=
+/// [`SQLITE_MAX_ROWS`]) with anonymous `?` parameters, and with `head` the
+/// head's update after it, in the same query (sqlx binds `?` in order
+/// across a query's statements), so a batch of up to 64 records takes one
+/// round trip for both.
+///
+/// Anonymous parameters because sqlx looks up the name of every parameter
+/// with `sqlite3_bind_parameter_name`, which scans the statement's list of
+/// named parameters: with `$N` names, binding a 304-parameter INSERT was
+/// quadratic and the largest single cost of an audit commit. `?` are not
+/// in that list.
+fn sqlite_insert_sql(rows: usize, head: bool) -> &'static str {
+    static SQL: [[OnceLock<String>; 2]; SQLITE_MAX_ROWS] =
+        [const { [const { OnceLock::new() }, const { OnceLock::new() }] }; SQLITE_MAX_ROWS];
+    let rows = rows.clamp(1, SQLITE_MAX_ROWS);
+    SQL[rows - 1][usize::from(head)].get_or_init(|| {
+        let mut sql = format!(
+            "INSERT INTO audit_records ({COLUMNS}) VALUES {}",
+            values(false, rows)
+        );
+        if head {
+            sql.push_str("; ");
+            sql.push_str(SQLITE_UPDATE_HEAD);
+        }
+        sql
+    })
+}
+
+/// [`UPDATE_HEAD`] with anonymous parameters, in the order bound.
+const SQLITE_UPDATE_HEAD: &str =
+    "UPDATE audit_heads SET seq = ?, hash = ?, tag = ? WHERE chain_id = ?";
 
 /// Binds `$r`'s columns, in [`COLUMNS`] order, to the query `$q`.
 macro_rules! bind_record {
@@ -263,11 +314,11 @@ async fn append(
     records: &mut [AuditRecord],
     sealer: &dyn AuditSealer,
 ) -> Result<SealedBatch, StoreError> {
-    let select_head = match store.pool {
+    let (select_head, sqlite) = match store.pool {
         // BEGIN IMMEDIATE holds the database's write lock already; SQLite
         // has no FOR UPDATE.
-        Pool::Sqlite(_) => SELECT_HEAD,
-        Pool::Postgres(_) => SELECT_HEAD_FOR_UPDATE,
+        Pool::Sqlite(_) => (SELECT_HEAD, true),
+        Pool::Postgres(_) => (SELECT_HEAD_FOR_UPDATE, false),
     };
     let genesis = AuditHead::genesis(chain_id);
     with_write_tx!(store, tx => {
@@ -290,20 +341,41 @@ async fn append(
         let head = head.map_or(genesis, head_from_row);
         let sealed = sealer.seal(&head, records);
         check_sealed(chain_id, &head, records, &sealed)?;
-        for chunk in insert_chunks(records) {
-            let mut query = sqlx::query(insert_sql(chunk.len()));
-            for rec in chunk {
-                query = bind_record!(query, rec);
+        if sqlite {
+            let chunks = records.chunks(SQLITE_MAX_ROWS);
+            let last = chunks.len().saturating_sub(1);
+            for (i, chunk) in chunks.enumerate() {
+                let mut query = sqlx::query(sqlite_insert_sql(chunk.len(), i == last));
+                for rec in chunk {
+                    query = bind_record!(query, rec);
+                }
+                if i == last {
+                    query = query
+                        .bind(sealed.head.seq)
+                        .bind(sealed.head.hash.as_slice())
+                        .bind(sealed.head.tag.as_str())
+                        .bind(chain_id);
+                }
+                query.execute(&mut *tx).await.map_err(insert_error)?;
             }
-            query.execute(&mut *tx).await.map_err(insert_error)?;
+        } else {
+            for chunk in insert_chunks(records) {
+                let mut query = sqlx::query(insert_sql(chunk.len()));
+                for rec in chunk {
+                    query = bind_record!(query, rec);
+                }
+                query.execute(&mut *tx).await.map_err(insert_error)?;
+            }
         }
-        sqlx::query(UPDATE_HEAD)
-            .bind(chain_id)
-            .bind(sealed.head.seq)
-            .bind(sealed.head.hash.as_slice())
-            .bind(sealed.head.tag.as_str())
-            .execute(&mut *tx)
-            .await?;
+        if !sqlite || records.is_empty() {
+            sqlx::query(UPDATE_HEAD)
+                .bind(chain_id)
+                .bind(sealed.head.seq)
+                .bind(sealed.head.hash.as_slice())
+                .bind(sealed.head.tag.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
         if let Some(cp) = &sealed.checkpoint {
             sqlx::query(INSERT_CHECKPOINT)
                 .bind(cp.chain_id.as_str())
@@ -396,6 +468,20 @@ mod tests {
             assert!(sql.contains(&format!("${last})")));
             assert!(!sql.contains(&format!("${}", last + 1)));
         }
+    }
+
+    #[test]
+    fn sqlite_insert_has_one_anonymous_parameter_per_bound_value() {
+        for rows in [1, 2, 15, SQLITE_MAX_ROWS] {
+            let insert = sqlite_insert_sql(rows, false);
+            assert_eq!(insert.matches('?').count(), rows * COLUMN_COUNT);
+            assert!(!insert.contains('$') && !insert.contains(';'));
+            let with_head = sqlite_insert_sql(rows, true);
+            assert_eq!(with_head, format!("{insert}; {SQLITE_UPDATE_HEAD}"));
+            // seq, hash, tag, chain_id: as `append` binds them.
+            assert_eq!(with_head.matches('?').count(), rows * COLUMN_COUNT + 4);
+        }
+        assert_eq!(UPDATE_HEAD.matches('$').count(), 4);
     }
 
     #[test]
