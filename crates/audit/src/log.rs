@@ -371,11 +371,6 @@ impl Writer {
                     Err(_) => Err(AuditError::Unavailable),
                 });
             }
-            tracing::info!(
-                records = self.shared.committed.load(Ordering::Relaxed),
-                batches = self.shared.batches.load(Ordering::Relaxed),
-                "audit writer stopped"
-            );
             let _ = ack.send(result);
         } else if let Some(sink) = self.sink.take() {
             sink.close().await;
