@@ -524,6 +524,8 @@ impl Relay {
         let mut parser = sse::Parser::new(MAX_MESSAGE);
         let mut failures = 0u32;
         while failures < 5 {
+            // The token this request carries, for the 401 below.
+            let sent = self.auth.bearer();
             let mut req = self
                 .request(reqwest::Method::GET, &self.url)
                 .header(ACCEPT, "text/event-stream");
@@ -540,7 +542,6 @@ impl Relay {
                 }
                 Ok(r) if r.status().as_u16() == 405 => return,
                 Ok(r) if r.status().as_u16() == 401 => {
-                    let sent = self.auth.bearer();
                     failures += 1;
                     if self.reauthorize(sent.as_ref(), r.headers()).await.is_err() {
                         return;
