@@ -5,24 +5,21 @@
 //! id presented by anyone else does not verify, so a leaked or guessed id
 //! cannot be used to ride another principal's session (MCP security best
 //! practices, "Session Hijacking"). No state is kept: replicas that share
-//! the key verify each other's ids, and a restart with a new key ends every
-//! session (clients get 404 and re-initialise, as the transport specifies).
-
-use aws_lc_rs::hmac;
-use base64::Engine as _;
+//! the key (derived from the master key, see [`SessionBinder::from_mac`])
+//! verify each other's ids; a new key ends every session (clients get 404
+//! and re-initialise, as the transport specifies).
 
 use crate::Unspecified;
-
-/// Length of the encoded tag (128 bits of the MAC).
-const TAG_LEN: usize = 22;
+use crate::mac::Mac;
 
 #[derive(Debug)]
 pub struct SessionBinder {
-    key: hmac::Key,
+    mac: Mac,
 }
 
 impl SessionBinder {
-    /// A binder with a fresh random key.
+    /// A binder with a fresh random key: ids survive neither a restart nor
+    /// a move to another replica.
     pub fn random() -> Result<Self, Unspecified> {
         let mut k = zeroize::Zeroizing::new([0u8; 32]);
         crate::random_bytes(k.as_mut())?;
@@ -30,33 +27,32 @@ impl SessionBinder {
     }
 
     pub fn from_key(key: &[u8]) -> Self {
-        Self {
-            key: hmac::Key::new(hmac::HMAC_SHA256, key),
-        }
+        Self::from_mac(Mac::from_key(key))
     }
 
-    fn tag(&self, owner: &str, route: &str, upstream_id: &str) -> String {
-        let mut ctx = hmac::Context::with_key(&self.key);
-        for part in [owner, route, upstream_id] {
-            ctx.update(&(part.len() as u64).to_be_bytes());
-            ctx.update(part.as_bytes());
-        }
-        let tag = ctx.sign();
-        let mut s = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref());
-        s.truncate(TAG_LEN);
-        s
+    /// A binder keyed with `mac`, e.g. one derived from the master key, so
+    /// that replicas sharing the master key verify each other's ids and a
+    /// restart keeps them valid.
+    pub fn from_mac(mac: Mac) -> Self {
+        Self { mac }
+    }
+
+    fn parts<'a>(owner: &'a str, route: &'a str, upstream_id: &'a str) -> [&'a [u8]; 3] {
+        [owner.as_bytes(), route.as_bytes(), upstream_id.as_bytes()]
     }
 
     /// The id to give the client for an upstream session id.
     pub fn wrap(&self, owner: &str, route: &str, upstream_id: &str) -> String {
-        format!("{upstream_id}.{}", self.tag(owner, route, upstream_id))
+        let tag = self.mac.tag(&Self::parts(owner, route, upstream_id));
+        format!("{upstream_id}.{tag}")
     }
 
     /// The upstream id, if `presented` was issued to `owner` on `route`.
     pub fn unwrap<'a>(&self, owner: &str, route: &str, presented: &'a str) -> Option<&'a str> {
         let (id, tag) = presented.rsplit_once('.')?;
-        let expected = self.tag(owner, route, id);
-        crate::secret::ct_eq(expected.as_bytes(), tag.as_bytes()).then_some(id)
+        self.mac
+            .verify(&Self::parts(owner, route, id), tag)
+            .then_some(id)
     }
 }
 
@@ -87,6 +83,41 @@ mod tests {
     #[test]
     fn length_prefixing_prevents_field_shifting() {
         let b = SessionBinder::from_key(b"k");
-        assert_ne!(b.tag("ab", "c", "x"), b.tag("a", "bc", "x"));
+        let w = b.wrap("ab", "c", "x");
+        let tag = w.rsplit_once('.').unwrap().1;
+        assert_ne!(
+            Some(tag),
+            b.wrap("a", "bc", "x").rsplit_once('.').map(|(_, t)| t)
+        );
+    }
+
+    #[test]
+    fn replicas_sharing_the_master_key_verify_each_others_ids() {
+        let master = [7u8; 32];
+        let a = SessionBinder::from_mac(
+            crate::master::MasterKey::from_bytes(&master)
+                .unwrap()
+                .derive_mac("session-binding"),
+        );
+        let b = SessionBinder::from_mac(
+            crate::master::MasterKey::from_bytes(&master)
+                .unwrap()
+                .derive_mac("session-binding"),
+        );
+        let w = a.wrap("alice", "/mcp", "up-1");
+        assert_eq!(b.unwrap("alice", "/mcp", &w), Some("up-1"));
+        // Another master key, or another label, does not.
+        let other = SessionBinder::from_mac(
+            crate::master::MasterKey::from_bytes(&[8u8; 32])
+                .unwrap()
+                .derive_mac("session-binding"),
+        );
+        assert_eq!(other.unwrap("alice", "/mcp", &w), None);
+        let label = SessionBinder::from_mac(
+            crate::master::MasterKey::from_bytes(&master)
+                .unwrap()
+                .derive_mac("another-purpose"),
+        );
+        assert_eq!(label.unwrap("alice", "/mcp", &w), None);
     }
 }

@@ -94,12 +94,26 @@ impl Gateway {
     }
 
     /// Like [`Gateway::build_with_local_issuer`], writing every request's
-    /// outcome to `audit`.
+    /// outcome to `audit`. Session ids are bound with a random key.
     pub fn build_full(
         config: Config,
         store: Arc<dyn Store>,
         local: Option<Arc<dyn mcpgate_crypto::jwt::KeySource>>,
         audit: Option<mcpgate_audit::AuditLog>,
+    ) -> Result<Arc<Self>, BuildError> {
+        let sessions = mcpgate_crypto::session::SessionBinder::random()?;
+        Self::build_with_sessions(config, store, local, audit, sessions)
+    }
+
+    /// Like [`Gateway::build_full`], binding session ids with `sessions`
+    /// (one derived from the master key lets replicas, and a restarted
+    /// process, accept each other's session ids).
+    pub fn build_with_sessions(
+        config: Config,
+        store: Arc<dyn Store>,
+        local: Option<Arc<dyn mcpgate_crypto::jwt::KeySource>>,
+        audit: Option<mcpgate_audit::AuditLog>,
+        sessions: mcpgate_crypto::session::SessionBinder,
     ) -> Result<Arc<Self>, BuildError> {
         let metrics = Arc::new(Metrics::new());
         let http = proxy::http::client().map_err(|e| BuildError::Client(e.to_string()))?;
@@ -152,7 +166,7 @@ impl Gateway {
             hierarchy,
             metrics,
             store,
-            sessions: mcpgate_crypto::session::SessionBinder::random()?,
+            sessions,
             anonymous: Arc::new(authn::Principal::anonymous()),
             identity_names,
             audit,

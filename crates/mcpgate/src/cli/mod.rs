@@ -539,7 +539,19 @@ async fn serve(common: &Common, log_format: Option<LogFormat>) -> anyhow::Result
     let local = authserver
         .as_ref()
         .map(|a| a.local_issuer() as Arc<dyn mcpgate_crypto::jwt::KeySource>);
-    let gw = mcpgate_gateway::Gateway::build_full(cfg, store, local, audit.clone())?;
+    // Session ids bound with a key derived from the master key, where one
+    // is configured (audit trail or authorization server on): replicas and
+    // restarts keep accepting them. Otherwise a random key per process.
+    let sessions = if cfg.audit.enabled || cfg.authorization_server.enabled {
+        mcpgate_crypto::session::SessionBinder::from_mac(
+            authserver::master_key(&cfg)?.derive_mac("session-binding"),
+        )
+    } else {
+        mcpgate_crypto::session::SessionBinder::random()
+            .map_err(|_| anyhow::anyhow!("the system random generator failed"))?
+    };
+    let gw =
+        mcpgate_gateway::Gateway::build_with_sessions(cfg, store, local, audit.clone(), sessions)?;
     let service = gw.service(authserver.as_ref().map(|a| a.router()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
