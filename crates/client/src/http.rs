@@ -72,14 +72,19 @@ impl Fetched {
     /// The start of the body as text, for evidence: at most `max` characters
     /// on one line.
     pub fn body_excerpt(&self, max: usize) -> String {
-        let text = String::from_utf8_lossy(&self.body);
-        let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        if one_line.chars().count() > max {
-            let cut: String = one_line.chars().take(max).collect();
-            format!("{cut}…")
-        } else {
-            one_line
-        }
+        one_line(&String::from_utf8_lossy(&self.body), max)
+    }
+}
+
+/// `text` on one line (whitespace runs as one space), cut to `max`
+/// characters with an ellipsis: for showing what a server wrote.
+pub(crate) fn one_line(text: &str, max: usize) -> String {
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() > max {
+        let cut: String = line.chars().take(max).collect();
+        format!("{cut}…")
+    } else {
+        line
     }
 }
 

@@ -276,7 +276,8 @@ fn create_private_dir(dir: &Path) -> Result<(), ConnectError> {
     Ok(())
 }
 
-fn private_file_options() -> OpenOptions {
+/// Write, create, truncate; mode 0600 where modes exist.
+pub(super) fn private_file_options() -> OpenOptions {
     let mut o = OpenOptions::new();
     o.write(true).create(true).truncate(true);
     #[cfg(unix)]

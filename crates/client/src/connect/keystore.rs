@@ -76,14 +76,8 @@ pub fn cache_key(dir: &Path, mode: KeyringUse) -> Result<(MasterKey, KeyHome), C
     let encoded = Zeroizing::new(URL_SAFE_NO_PAD.encode(bytes.as_ref()));
     match keyring_set(&account, encoded.to_string()) {
         Ok(()) => {
-            let mut o = std::fs::OpenOptions::new();
-            o.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt as _;
-                o.mode(0o600);
-            }
-            o.open(&marker)
+            super::cache::private_file_options()
+                .open(&marker)
                 .map_err(|e| ConnectError::Cache(format!("{}: {e}", marker.display())))?;
             let key = MasterKey::from_bytes(bytes.as_ref())
                 .map_err(|e| ConnectError::Cache(e.to_string()))?;

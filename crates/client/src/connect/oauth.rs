@@ -59,6 +59,24 @@ pub enum Browser {
     Command(Vec<String>),
 }
 
+impl Browser {
+    /// From the command line's `--open-with CMD` (split on whitespace) and
+    /// `--no-browser`; the desktop's opener when neither is given.
+    pub fn from_args(open_with: Option<&str>, no_browser: bool) -> Result<Self, ConnectError> {
+        match (open_with, no_browser) {
+            (Some(cmd), _) => {
+                let argv: Vec<String> = cmd.split_whitespace().map(str::to_owned).collect();
+                if argv.is_empty() {
+                    return Err(ConnectError::Usage("--open-with needs a command".into()));
+                }
+                Ok(Browser::Command(argv))
+            }
+            (None, true) => Ok(Browser::Print),
+            (None, false) => Ok(Browser::System),
+        }
+    }
+}
+
 /// The OAuth side of `connect`'s options.
 #[derive(Debug)]
 pub struct OAuthOptions {
@@ -223,7 +241,7 @@ impl Authorizer {
             && let Some(held) = held.as_ref()
             && let Some(refresh) = held.refresh_token.as_deref()
         {
-            let reg = self.registration_for_refresh(&entry, held);
+            let reg = self.registration_for_refresh(&entry, held, &disc.meta);
             match self.refresh(&disc, &reg, refresh, held).await {
                 Ok(t) => return self.keep(&mut entry, t),
                 Err(e) => {
@@ -499,13 +517,8 @@ impl Authorizer {
         redirect_uri: &str,
     ) -> Result<Registration, ConnectError> {
         let meta = &disc.meta;
-        if let Some(id) = &self.opts.client_id {
-            return Ok(Registration {
-                client_id: id.clone(),
-                client_secret: self.opts.client_secret.as_ref().map(|s| s.to_string()),
-                auth_method: secret_method(self.opts.client_secret.is_some(), meta),
-                redirect_uri: None,
-            });
+        if let Some(r) = self.preregistered(meta) {
+            return Ok(r);
         }
         if let Some(url) = &self.opts.client_metadata_url
             && meta.cimd_supported
@@ -594,18 +607,29 @@ impl Authorizer {
         })
     }
 
-    fn registration_for_refresh(&self, entry: &Entry, held: &Tokens) -> Registration {
-        if self.opts.client_id.as_deref() == Some(held.client_id.as_str()) {
-            return Registration {
-                client_id: held.client_id.clone(),
-                client_secret: self.opts.client_secret.as_ref().map(|s| s.to_string()),
-                auth_method: if self.opts.client_secret.is_some() {
-                    "client_secret_basic".into()
-                } else {
-                    "none".into()
-                },
-                redirect_uri: None,
-            };
+    /// The client given on the command line, if any, authenticating with
+    /// its secret by the method the server takes (or as a public client).
+    fn preregistered(&self, meta: &AsMetadata) -> Option<Registration> {
+        let client_id = self.opts.client_id.clone()?;
+        Some(Registration {
+            client_id,
+            client_secret: self.opts.client_secret.as_ref().map(|s| s.to_string()),
+            auth_method: secret_method(self.opts.client_secret.is_some(), meta),
+            redirect_uri: None,
+        })
+    }
+
+    fn registration_for_refresh(
+        &self,
+        entry: &Entry,
+        held: &Tokens,
+        meta: &AsMetadata,
+    ) -> Registration {
+        if let Some(r) = self
+            .preregistered(meta)
+            .filter(|r| r.client_id == held.client_id)
+        {
+            return r;
         }
         entry
             .registrations
@@ -754,13 +778,11 @@ impl Authorizer {
                 auth_method: "private_key_jwt".into(),
                 redirect_uri: None,
             }
-        } else if let Some(secret) = &self.opts.client_secret {
-            Registration {
-                client_id: id,
-                client_secret: Some(secret.to_string()),
-                auth_method: secret_method(true, meta),
-                redirect_uri: None,
-            }
+        } else if let Some(r) = self
+            .preregistered(meta)
+            .filter(|r| r.client_secret.is_some())
+        {
+            r
         } else {
             return Err(ConnectError::Usage(
                 "--grant client-credentials needs --client-secret or --private-key".into(),
@@ -1026,14 +1048,7 @@ fn string_list(v: Option<&Value>) -> Option<Vec<String>> {
 /// `error` and `error_description` of an OAuth error body, else an excerpt;
 /// at most about 300 characters of what the server wrote.
 fn oauth_error(f: &Fetched) -> String {
-    let cut = |s: &str| -> String {
-        let one_line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-        if one_line.chars().count() > 300 {
-            format!("{}…", one_line.chars().take(300).collect::<String>())
-        } else {
-            one_line
-        }
-    };
+    let cut = |s: &str| crate::http::one_line(s, 300);
     match f.json_object() {
         Some(o) if o.contains_key("error") => {
             let e = o.get("error").and_then(Value::as_str).unwrap_or("?");

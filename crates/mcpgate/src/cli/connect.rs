@@ -152,17 +152,7 @@ async fn run(args: ConnectArgs) -> Result<(), ConnectError> {
         })?)),
         None => None,
     };
-    let browser = match (&args.open_with, args.no_browser) {
-        (Some(cmd), _) => {
-            let argv: Vec<String> = cmd.split_whitespace().map(str::to_owned).collect();
-            if argv.is_empty() {
-                return Err(ConnectError::Usage("--open-with needs a command".into()));
-            }
-            Browser::Command(argv)
-        }
-        (None, true) => Browser::Print,
-        (None, false) => Browser::System,
-    };
+    let browser = Browser::from_args(args.open_with.as_deref(), args.no_browser)?;
     let resource = match (args.resource, args.no_resource) {
         (Some(r), _) => ResourceChoice::Fixed(r),
         (None, true) => ResourceChoice::Omit,

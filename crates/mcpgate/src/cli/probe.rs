@@ -63,16 +63,12 @@ pub(super) async fn probe(args: ProbeArgs) -> ExitCode {
     opts.other_resource = args.other_resource;
     opts.register_test_client = args.register_test_client;
     opts.login = args.login;
-    opts.login_browser = match (&args.open_with, args.no_browser) {
-        (Some(cmd), _) => {
-            let argv: Vec<String> = cmd.split_whitespace().map(str::to_owned).collect();
-            if argv.is_empty() {
-                return usage(args.json, "--open-with needs a command");
-            }
-            Some(mcpgate_client::connect::Browser::Command(argv))
-        }
-        (None, true) => Some(mcpgate_client::connect::Browser::Print),
-        (None, false) => None,
+    opts.login_browser = match mcpgate_client::connect::Browser::from_args(
+        args.open_with.as_deref(),
+        args.no_browser,
+    ) {
+        Ok(b) => Some(b),
+        Err(e) => return usage(args.json, &e.to_string()),
     };
     let report = mcpgate_client::probe(&args.url, &opts).await;
     let out = if args.json {
