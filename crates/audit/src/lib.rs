@@ -91,6 +91,7 @@
 pub mod chain;
 pub mod event;
 pub mod export;
+mod flush;
 mod log;
 mod sink;
 pub mod verify;
@@ -146,6 +147,9 @@ pub enum AuditError {
     InvalidTime(String),
     #[error("invalid audit configuration: {0}")]
     InvalidConfig(&'static str),
+    /// The writer's threads could not be started.
+    #[error("starting the audit writer: {0}")]
+    Start(#[source] std::io::Error),
 }
 
 impl AuditError {

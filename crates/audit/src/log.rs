@@ -2,9 +2,16 @@
 //!
 //! Callers queue events on a bounded channel; the writer takes everything
 //! queued (up to [`AuditConfig::max_batch`]), appends it to the chain in one
-//! transaction, and only then answers each caller. While a batch commits the
-//! next one gathers, so under load a single commit (one fsync) serves many
-//! requests. [`AuditLog::append`] returns only once its record is durable;
+//! transaction, and only once that is durable answers each caller. While a
+//! batch commits the next one gathers, so under load a single commit (one
+//! fsync) serves many requests.
+//!
+//! The writer runs on a thread of its own, so that sealing records (hashes,
+//! MACs) and, on SQLite, the database work itself stay off the runtime's
+//! workers, which serve requests. On SQLite the flush to disk is done after
+//! the commit by [`Flushers`](crate::flush), several of which can be in
+//! flight while the next batch commits. [`AuditLog::append`] returns only
+//! once its record is durable;
 //! [`AuditLog::append_nowait`] queues without waiting (same chain, same
 //! order, no acknowledgement).
 //!
@@ -25,11 +32,12 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
 use mcpgate_crypto::master::MasterKey;
-use mcpgate_store::{AuditRecord, AuditStore, StoreError};
+use mcpgate_store::{AuditDurability, AuditRecord, AuditStore, StoreError};
 
 use crate::AuditError;
 use crate::chain::{ChainKey, Sealer};
 use crate::event::{Event, EventKind, now_ms, outcome};
+use crate::flush::{FlushWatch, Flushers};
 use crate::export::json_line;
 use crate::sink::{Sink, SinkTarget};
 
@@ -54,6 +62,9 @@ pub struct AuditConfig {
     pub append_timeout: Duration,
     /// While the store fails, how often the writer probes it (default 1 s).
     pub retry_interval: Duration,
+    /// SQLite: flushes to disk that may be in flight at once (default 3;
+    /// see the module documentation).
+    pub flushers: usize,
     /// Where committed records are copied as JSON lines, if anywhere.
     pub sink: Option<SinkTarget>,
 }
@@ -68,6 +79,7 @@ impl Default for AuditConfig {
             checkpoint_interval: Duration::from_secs(10),
             append_timeout: Duration::from_secs(5),
             retry_interval: Duration::from_secs(1),
+            flushers: 3,
             sink: None,
         }
     }
@@ -103,6 +115,7 @@ pub struct AuditLog {
 struct Inner {
     tx: mpsc::Sender<Msg>,
     shared: Arc<Shared>,
+    flush: FlushWatch,
     chain_id: String,
     append_timeout: Duration,
 }
@@ -120,7 +133,30 @@ pub(crate) struct Shared {
     pub(crate) sink_errors: AtomicU64,
 }
 
-type Ack = oneshot::Sender<Result<(), AuditError>>;
+impl Shared {
+    /// A commit (or flush) succeeded: the store is writable.
+    pub(crate) fn recovered(&self) {
+        if self.failing.swap(false, Ordering::Relaxed) {
+            tracing::info!("audit store writable again");
+        }
+    }
+
+    /// A commit (or flush) of `records` records failed.
+    pub(crate) fn write_failed(&self, err: &StoreError, records: u64) {
+        self.failed.fetch_add(records, Ordering::Relaxed);
+        if !self.failing.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                error = %err,
+                records,
+                "audit append failed; the audit log is unavailable until the store recovers"
+            );
+        } else {
+            tracing::debug!(error = %err, records, "audit append failed again");
+        }
+    }
+}
+
+pub(crate) type Ack = oneshot::Sender<Result<(), AuditError>>;
 
 // Boxing the event would cost an allocation per append to save queue
 // space only while shutdown messages (one per log) are queued.
@@ -143,7 +179,9 @@ impl AuditLog {
     /// Starts a writer appending to `config.chain_id` in `store`, tagging
     /// with a key derived from `master_key`, and commits an `audit_started`
     /// record before returning: an unwritable store fails here. Must be
-    /// called within a Tokio runtime.
+    /// called within a multi-threaded Tokio runtime (the writer's thread
+    /// runs its async parts, such as PostgreSQL appends, on it), or on a
+    /// current-thread one while that is driven by `Runtime::block_on`.
     pub async fn open(
         store: Arc<dyn AuditStore>,
         master_key: &MasterKey,
@@ -164,6 +202,9 @@ impl AuditLog {
         };
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let writer_id = writer_id();
+        let flushers =
+            Flushers::start(config.flushers, shared.clone()).map_err(AuditError::Start)?;
+        let flush = flushers.watch();
         let writer = Writer {
             store,
             key: ChainKey::new(master_key),
@@ -177,12 +218,18 @@ impl AuditLog {
             retry_interval: config.retry_interval,
             last_checkpoint: Instant::now(),
             writer_id: writer_id.clone(),
+            flushers: Some(flushers),
         };
-        tokio::spawn(writer.run());
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name("mcpgate-audit".to_owned())
+            .spawn(move || runtime.block_on(writer.run()))
+            .map_err(AuditError::Start)?;
         let log = Self {
             inner: Arc::new(Inner {
                 tx,
                 shared,
+                flush,
                 chain_id: config.chain_id,
                 append_timeout: config.append_timeout,
             }),
@@ -232,10 +279,15 @@ impl AuditLog {
         if shared.failing.load(Ordering::Relaxed) {
             return Err(AuditError::Unavailable);
         }
-        let started = shared.commit_started_ms.load(Ordering::Relaxed);
         let timeout_ms = i64::try_from(self.inner.append_timeout.as_millis()).unwrap_or(i64::MAX);
-        if started != 0 && now_ms().saturating_sub(started) > timeout_ms {
-            return Err(AuditError::Unavailable);
+        let now = now_ms();
+        for started in [
+            shared.commit_started_ms.load(Ordering::Relaxed),
+            self.inner.flush.oldest_started_ms(),
+        ] {
+            if started != 0 && now.saturating_sub(started) > timeout_ms {
+                return Err(AuditError::Unavailable);
+            }
         }
         if self.inner.tx.capacity() == 0 {
             return Err(AuditError::Overloaded);
@@ -297,6 +349,8 @@ struct Writer {
     retry_interval: Duration,
     last_checkpoint: Instant,
     writer_id: String,
+    /// Taken at the end of [`Writer::run`].
+    flushers: Option<Flushers>,
 }
 
 impl Writer {
@@ -320,6 +374,12 @@ impl Writer {
                 None => break None,
                 Some(Msg::Shutdown(ack)) => stop = Some(ack),
                 Some(Msg::Event(ev, ack)) => batch.push((ev, ack)),
+            }
+            // While every flusher is busy, this batch keeps gathering: it
+            // could not be flushed any sooner. (A blocking wait: this is
+            // the writer's own thread.)
+            if let Some(f) = &self.flushers {
+                f.wait_for_slot();
             }
             // Callers just answered are re-queueing: one yield lets them
             // join this batch instead of making a small one of their own.
@@ -362,6 +422,9 @@ impl Writer {
                 // The checkpoint goes with the last chunk, the stop marker.
                 result = result.and(self.commit(&mut chunk, batch.is_empty()).await);
             }
+            if let Some(f) = self.flushers.take() {
+                f.close();
+            }
             if let Some(sink) = self.sink.take() {
                 sink.close().await;
             }
@@ -372,8 +435,13 @@ impl Writer {
                 });
             }
             let _ = ack.send(result);
-        } else if let Some(sink) = self.sink.take() {
-            sink.close().await;
+        } else {
+            if let Some(f) = self.flushers.take() {
+                f.close();
+            }
+            if let Some(sink) = self.sink.take() {
+                sink.close().await;
+            }
         }
         // How well group commit worked: records per transaction.
         tracing::info!(
@@ -384,44 +452,49 @@ impl Writer {
         );
     }
 
-    /// Appends `batch` in one transaction and answers its callers.
+    /// Appends `batch` in one transaction and answers its callers, at once
+    /// or (SQLite) through a flusher once the commit is on disk. With
+    /// `final_checkpoint` (shutdown) the commit is flushed here, before
+    /// this returns.
     async fn commit(
         &mut self,
         batch: &mut Vec<(Event, Option<Ack>)>,
         final_checkpoint: bool,
     ) -> Result<(), AuditError> {
         let n = batch.len() as u64;
-        match self
-            .append(batch.iter().map(|(ev, _)| ev), final_checkpoint)
-            .await
-        {
-            Ok(()) => {
-                if self.shared.failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!("audit store writable again");
-                }
-                for (_, ack) in batch.drain(..) {
-                    if let Some(ack) = ack {
-                        // The caller may have given up waiting; the record
-                        // is committed all the same.
-                        let _ = ack.send(Ok(()));
+        let (events, acks): (Vec<Event>, Vec<Option<Ack>>) = batch.drain(..).unzip();
+        match self.append(events, final_checkpoint).await {
+            Ok(durability) => {
+                let acks = acks.into_iter().flatten();
+                match (durability, &self.flushers) {
+                    (AuditDurability::AfterSync(wal), Some(f)) => f.submit(wal, acks.collect(), n),
+                    (AuditDurability::AfterSync(wal), None) => {
+                        // No flusher left (shutting down): flush here.
+                        let result = wal.sync();
+                        for ack in acks {
+                            let _ = ack.send(match &result {
+                                Ok(()) => Ok(()),
+                                Err(_) => Err(AuditError::Unavailable),
+                            });
+                        }
+                        result.map_err(|e| AuditError::Write(Arc::new(StoreError::Sync(e))))?;
+                    }
+                    (AuditDurability::Durable, _) => {
+                        self.shared.recovered();
+                        for ack in acks {
+                            // The caller may have given up waiting; the
+                            // record is committed all the same.
+                            let _ = ack.send(Ok(()));
+                        }
                     }
                 }
                 Ok(())
             }
             Err(err) => {
                 let err = Arc::new(err);
-                self.shared.failed.fetch_add(n, Ordering::Relaxed);
-                if !self.shared.failing.swap(true, Ordering::Relaxed) {
-                    tracing::error!(
-                        error = %err,
-                        records = n,
-                        "audit append failed; the audit log is unavailable until the store recovers"
-                    );
-                } else {
-                    tracing::debug!(error = %err, records = n, "audit append failed again");
-                }
+                self.shared.write_failed(&err, n);
                 let mut lost = 0usize;
-                for (_, ack) in batch.drain(..) {
+                for ack in acks {
                     match ack {
                         Some(ack) => {
                             let _ = ack.send(Err(AuditError::Write(err.clone())));
@@ -445,28 +518,34 @@ impl Writer {
             "writer": self.writer_id,
             "failed_records": self.shared.failed.load(Ordering::Relaxed),
         }));
-        match self.append(std::iter::once(&ev), false).await {
-            Ok(()) => {
-                self.shared.failing.store(false, Ordering::Relaxed);
-                tracing::info!("audit store writable again");
-            }
+        let result = match self.append(vec![ev], true).await {
+            Ok(AuditDurability::AfterSync(wal)) => wal.sync().map_err(StoreError::Sync),
+            Ok(AuditDurability::Durable) => Ok(()),
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok(()) => self.shared.recovered(),
             Err(err) => tracing::debug!(error = %err, "audit store still failing"),
         }
     }
 
-    /// Appends `events` in one transaction, with a checkpoint if one is due;
-    /// on success counts them and copies them to the sink.
+    /// Appends `events` in one transaction, with a checkpoint if one is due
+    /// (always with `checkpoint_now`); on success counts them and copies them
+    /// to the sink. The records are committed but, on SQLite, on disk only
+    /// once the returned log is flushed.
     async fn append(
         &mut self,
-        events: impl Iterator<Item = &Event>,
-        final_checkpoint: bool,
-    ) -> Result<(), StoreError> {
-        let mut records: Vec<AuditRecord> =
-            events.map(|ev| record_of(&self.chain_id, ev)).collect();
+        events: Vec<Event>,
+        checkpoint_now: bool,
+    ) -> Result<AuditDurability, StoreError> {
+        let mut records: Vec<AuditRecord> = events
+            .into_iter()
+            .map(|ev| record_of(&self.chain_id, ev))
+            .collect();
         let sealer = Sealer {
             key: &self.key,
             checkpoint_every: self.checkpoint_every,
-            checkpoint_now: final_checkpoint
+            checkpoint_now: checkpoint_now
                 || self.last_checkpoint.elapsed() >= self.checkpoint_interval,
             now_ms: now_ms(),
         };
@@ -475,10 +554,10 @@ impl Writer {
             .store(now_ms().max(1), Ordering::Relaxed);
         let result = self
             .store
-            .append_audit(&self.chain_id, &mut records, &sealer)
+            .append_audit_deferred(&self.chain_id, &mut records, &sealer)
             .await;
         self.shared.commit_started_ms.store(0, Ordering::Relaxed);
-        let sealed = result?;
+        let (sealed, durability) = result?;
         if let Some(cp) = &sealed.checkpoint {
             self.last_checkpoint = Instant::now();
             // Shipped off the machine with the logs, this line is an anchor
@@ -495,35 +574,43 @@ impl Writer {
         if let Some(sink) = &self.sink {
             sink.send(records.iter().map(json_line).collect());
         }
-        Ok(())
+        Ok(durability)
     }
 }
 
 /// The stored form of `ev`, its chain fields still blank.
-fn record_of(chain_id: &str, ev: &Event) -> AuditRecord {
+fn record_of(chain_id: &str, ev: Event) -> AuditRecord {
     AuditRecord {
         chain_id: chain_id.to_owned(),
         seq: 0,
         time_ms: ev.time_ms,
         kind: ev.kind.as_str().to_owned(),
-        route: ev.route.clone(),
-        subject: ev.subject.clone(),
-        client_id: ev.client_id.clone(),
-        method: ev.method.clone(),
-        name: ev.name.clone(),
-        outcome: ev.outcome.clone(),
-        reason: ev.reason.clone(),
-        policy_ids: serde_json::Value::from(ev.policy_ids.clone()).to_string(),
-        args_digest: ev.args_digest.clone(),
+        route: ev.route,
+        subject: ev.subject,
+        client_id: ev.client_id,
+        method: ev.method,
+        name: ev.name,
+        outcome: ev.outcome,
+        reason: ev.reason,
+        policy_ids: policy_ids_json(&ev.policy_ids),
+        args_digest: ev.args_digest,
         latency_us: ev
             .latency_us
             .map(|us| i64::try_from(us).unwrap_or(i64::MAX)),
-        peer: ev.peer.clone(),
+        peer: ev.peer,
         details: ev.details.as_ref().map(ToString::to_string),
         prev_hash: Vec::new(),
         hash: Vec::new(),
         tag: String::new(),
     }
+}
+
+/// The `policy_ids` column: a JSON array of strings.
+fn policy_ids_json(ids: &[String]) -> String {
+    if ids.is_empty() {
+        return "[]".to_owned();
+    }
+    serde_json::Value::from(ids).to_string()
 }
 
 /// A random id for this writer, named in its start and stop records.

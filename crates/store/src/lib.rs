@@ -55,7 +55,8 @@ mod migrate;
 mod sql;
 
 pub use audit::{
-    AUDIT_HASH_LEN, AuditCheckpoint, AuditHead, AuditRecord, AuditSealer, AuditStore, SealedBatch,
+    AUDIT_HASH_LEN, AuditCheckpoint, AuditDurability, AuditHead, AuditRecord, AuditSealer,
+    AuditStore, SealedBatch, WalSync,
 };
 
 /// The tenant of single-tenant deployments.
@@ -482,6 +483,14 @@ pub enum StoreError {
     /// Carries the transaction's error, which every caller in it gets.
     #[error("the shared write transaction failed: {0}")]
     Batch(Arc<StoreError>),
+    /// The audit trail's own SQLite connection failed (see
+    /// [`AuditStore::append_audit_deferred`]).
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    /// Flushing the audit trail's SQLite log to disk failed: the records
+    /// committed since the last flush may not survive a power loss.
+    #[error("flushing the SQLite write-ahead log failed: {0}")]
+    Sync(#[source] std::io::Error),
 }
 
 /// Persistent gateway state. Implementations are cheap to share (`Arc`) and

@@ -57,6 +57,8 @@ struct SqlitePools {
     write: SqlitePool,
     /// Refresh token rotations waiting to be committed together.
     rotations: Arc<rotation::RotationQueue>,
+    /// The audit trail's own connection (see `audit_sqlite`).
+    audit: audit_sqlite::AuditConnection,
 }
 
 /// Evaluates `$body` with `$pool` bound to the backend's concrete pool for
@@ -111,6 +113,7 @@ macro_rules! with_write_tx {
 
 // Declared after the macros, which are in scope in them.
 mod audit;
+mod audit_sqlite;
 mod clients;
 mod consents;
 mod grants;
@@ -152,12 +155,14 @@ impl SqlStore {
         };
         migrate::sqlite(&write).await?;
         // The file is in WAL mode now: opening it takes no exclusive lock.
+        let audit = audit_sqlite::AuditConnection::new(options.get_filename());
         let read = sqlite_pool(SQLITE_READ_CONNECTIONS).connect_lazy_with(options);
         Ok(Self {
             pool: Pool::Sqlite(SqlitePools {
                 read,
                 write,
                 rotations: Arc::default(),
+                audit,
             }),
         })
     }

@@ -3,9 +3,10 @@
 //! An append is one write transaction that locks the chain's head row, lets
 //! the caller's [`AuditSealer`] compute the chain fields against it, inserts
 //! the batch, moves the head and commits. On SQLite `BEGIN IMMEDIATE`
-//! already serialises writers; on PostgreSQL `SELECT ... FOR UPDATE` on the
-//! head row does, once per batch (not per record), so group commit keeps the
-//! cross-replica lock cheap.
+//! already serialises writers (appends run on a connection of their own,
+//! see `audit_sqlite`); on PostgreSQL `SELECT ... FOR UPDATE` on the head
+//! row does, once per batch (not per record), so group commit keeps the
+//! cross-replica lock cheap. Reads go through sqlx on both.
 
 use std::sync::OnceLock;
 
@@ -13,8 +14,8 @@ use async_trait::async_trait;
 
 use super::{Pool, SqlStore, insert_error};
 use crate::{
-    AUDIT_HASH_LEN, AuditCheckpoint, AuditHead, AuditRecord, AuditSealer, AuditStore, SealedBatch,
-    StoreError,
+    AUDIT_HASH_LEN, AuditCheckpoint, AuditDurability, AuditHead, AuditRecord, AuditSealer,
+    AuditStore, SealedBatch, StoreError,
 };
 
 /// `audit_records` columns, in the order of [`bind_record!`] and
@@ -67,18 +68,12 @@ type HeadRow = (String, i64, Vec<u8>, String);
 /// `audit_checkpoints` columns, as selected.
 type CheckpointRow = (String, i64, Vec<u8>, i64, String);
 
-/// `(?, ?, …)` or `($1, $2, …)` for each of `rows` rows, comma-separated.
-fn values(numbered: bool, rows: usize) -> String {
+/// `($1, $2, …)` for each of `rows` rows, comma-separated.
+fn values(rows: usize) -> String {
     let values: Vec<String> = (0..rows)
         .map(|row| {
             let params: Vec<String> = (1..=COLUMN_COUNT)
-                .map(|col| {
-                    if numbered {
-                        format!("${}", row * COLUMN_COUNT + col)
-                    } else {
-                        "?".to_owned()
-                    }
-                })
+                .map(|col| format!("${}", row * COLUMN_COUNT + col))
                 .collect();
             format!("({})", params.join(", "))
         })
@@ -94,7 +89,7 @@ fn insert_sql(rows: usize) -> &'static str {
         INSERT_SIZES.map(|rows| {
             format!(
                 "INSERT INTO audit_records ({COLUMNS}) VALUES {}",
-                values(true, rows)
+                values(rows)
             )
         })
     });
@@ -119,45 +114,6 @@ fn insert_chunks(records: &[AuditRecord]) -> Vec<&[AuditRecord]> {
     }
     chunks
 }
-
-/// SQLite: rows per INSERT at most. SQLite runs in-process, so unlike
-/// PostgreSQL every statement costs a round trip to sqlx's worker thread
-/// (two thread wake-ups), not bytes on a socket: a batch is inserted in as
-/// few statements as possible, each of exactly its size (at most
-/// `SQLITE_MAX_ROWS` statements to prepare and cache per connection).
-const SQLITE_MAX_ROWS: usize = 64;
-
-/// SQLite: `INSERT INTO audit_records` of `rows` rows (1 ..=
-/// [`SQLITE_MAX_ROWS`]) with anonymous `?` parameters, and with `head` the
-/// head's update after it, in the same query (sqlx binds `?` in order
-/// across a query's statements), so a batch of up to 64 records takes one
-/// round trip for both.
-///
-/// Anonymous parameters because sqlx looks up the name of every parameter
-/// with `sqlite3_bind_parameter_name`, which scans the statement's list of
-/// named parameters: with `$N` names, binding a 304-parameter INSERT was
-/// quadratic and the largest single cost of an audit commit. `?` are not
-/// in that list.
-fn sqlite_insert_sql(rows: usize, head: bool) -> &'static str {
-    static SQL: [[OnceLock<String>; 2]; SQLITE_MAX_ROWS] =
-        [const { [const { OnceLock::new() }, const { OnceLock::new() }] }; SQLITE_MAX_ROWS];
-    let rows = rows.clamp(1, SQLITE_MAX_ROWS);
-    SQL[rows - 1][usize::from(head)].get_or_init(|| {
-        let mut sql = format!(
-            "INSERT INTO audit_records ({COLUMNS}) VALUES {}",
-            values(false, rows)
-        );
-        if head {
-            sql.push_str("; ");
-            sql.push_str(SQLITE_UPDATE_HEAD);
-        }
-        sql
-    })
-}
-
-/// [`UPDATE_HEAD`] with anonymous parameters, in the order bound.
-const SQLITE_UPDATE_HEAD: &str =
-    "UPDATE audit_heads SET seq = ?, hash = ?, tag = ? WHERE chain_id = ?";
 
 /// Binds `$r`'s columns, in [`COLUMNS`] order, to the query `$q`.
 macro_rules! bind_record {
@@ -223,7 +179,34 @@ impl AuditStore for SqlStore {
         records: &mut [AuditRecord],
         sealer: &dyn AuditSealer,
     ) -> Result<SealedBatch, StoreError> {
-        append(self, chain_id, records, sealer).await
+        let (sealed, durability) = self
+            .append_audit_deferred(chain_id, records, sealer)
+            .await?;
+        if let AuditDurability::AfterSync(wal) = durability {
+            wal.sync().map_err(StoreError::Sync)?;
+        }
+        Ok(sealed)
+    }
+
+    async fn append_audit_deferred(
+        &self,
+        chain_id: &str,
+        records: &mut [AuditRecord],
+        sealer: &dyn AuditSealer,
+    ) -> Result<(SealedBatch, AuditDurability), StoreError> {
+        match &self.pool {
+            Pool::Sqlite(pools) => {
+                // Held, unused, so that this process's other writes wait
+                // in the pool's queue rather than in SQLite's busy handler.
+                let _writes = pools.write.acquire().await?;
+                let (sealed, wal) = pools.audit.append(chain_id, records, sealer)?;
+                Ok((sealed, AuditDurability::AfterSync(wal)))
+            }
+            Pool::Postgres(pool) => Ok((
+                append_postgres(pool, chain_id, records, sealer).await?,
+                AuditDurability::Durable,
+            )),
+        }
     }
 
     async fn audit_chains(&self) -> Result<Vec<String>, StoreError> {
@@ -308,93 +291,66 @@ impl AuditStore for SqlStore {
     }
 }
 
-async fn append(
-    store: &SqlStore,
+/// One append transaction on PostgreSQL (SQLite: `audit_sqlite`).
+async fn append_postgres(
+    pool: &sqlx::PgPool,
     chain_id: &str,
     records: &mut [AuditRecord],
     sealer: &dyn AuditSealer,
 ) -> Result<SealedBatch, StoreError> {
-    let (select_head, sqlite) = match store.pool {
-        // BEGIN IMMEDIATE holds the database's write lock already; SQLite
-        // has no FOR UPDATE.
-        Pool::Sqlite(_) => (SELECT_HEAD, true),
-        Pool::Postgres(_) => (SELECT_HEAD_FOR_UPDATE, false),
-    };
     let genesis = AuditHead::genesis(chain_id);
-    with_write_tx!(store, tx => {
-        let mut head = sqlx::query_as::<_, HeadRow>(select_head)
+    let mut tx = pool.begin().await?;
+    let mut head = sqlx::query_as::<_, HeadRow>(SELECT_HEAD_FOR_UPDATE)
+        .bind(chain_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if head.is_none() {
+        sqlx::query(INSERT_GENESIS_HEAD)
+            .bind(chain_id)
+            .bind(genesis.hash.as_slice())
+            .execute(&mut *tx)
+            .await?;
+        head = sqlx::query_as::<_, HeadRow>(SELECT_HEAD_FOR_UPDATE)
             .bind(chain_id)
             .fetch_optional(&mut *tx)
             .await?;
-        if head.is_none() {
-            sqlx::query(INSERT_GENESIS_HEAD)
-                .bind(chain_id)
-                .bind(genesis.hash.as_slice())
-                .execute(&mut *tx)
-                .await?;
-            head = sqlx::query_as::<_, HeadRow>(select_head)
-                .bind(chain_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+    }
+    // Present: inserted above if it was not, in this transaction.
+    let head = head.map_or(genesis, head_from_row);
+    let sealed = sealer.seal(&head, records);
+    check_sealed(chain_id, &head, records, &sealed)?;
+    for chunk in insert_chunks(records) {
+        let mut query = sqlx::query(insert_sql(chunk.len()));
+        for rec in chunk {
+            query = bind_record!(query, rec);
         }
-        // Present: inserted above if it was not, in this transaction.
-        let head = head.map_or(genesis, head_from_row);
-        let sealed = sealer.seal(&head, records);
-        check_sealed(chain_id, &head, records, &sealed)?;
-        if sqlite {
-            let chunks = records.chunks(SQLITE_MAX_ROWS);
-            let last = chunks.len().saturating_sub(1);
-            for (i, chunk) in chunks.enumerate() {
-                let mut query = sqlx::query(sqlite_insert_sql(chunk.len(), i == last));
-                for rec in chunk {
-                    query = bind_record!(query, rec);
-                }
-                if i == last {
-                    query = query
-                        .bind(sealed.head.seq)
-                        .bind(sealed.head.hash.as_slice())
-                        .bind(sealed.head.tag.as_str())
-                        .bind(chain_id);
-                }
-                query.execute(&mut *tx).await.map_err(insert_error)?;
-            }
-        } else {
-            for chunk in insert_chunks(records) {
-                let mut query = sqlx::query(insert_sql(chunk.len()));
-                for rec in chunk {
-                    query = bind_record!(query, rec);
-                }
-                query.execute(&mut *tx).await.map_err(insert_error)?;
-            }
-        }
-        if !sqlite || records.is_empty() {
-            sqlx::query(UPDATE_HEAD)
-                .bind(chain_id)
-                .bind(sealed.head.seq)
-                .bind(sealed.head.hash.as_slice())
-                .bind(sealed.head.tag.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some(cp) = &sealed.checkpoint {
-            sqlx::query(INSERT_CHECKPOINT)
-                .bind(cp.chain_id.as_str())
-                .bind(cp.seq)
-                .bind(cp.hash.as_slice())
-                .bind(cp.time_ms)
-                .bind(cp.tag.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(sealed)
-    })
+        query.execute(&mut *tx).await.map_err(insert_error)?;
+    }
+    sqlx::query(UPDATE_HEAD)
+        .bind(chain_id)
+        .bind(sealed.head.seq)
+        .bind(sealed.head.hash.as_slice())
+        .bind(sealed.head.tag.as_str())
+        .execute(&mut *tx)
+        .await?;
+    if let Some(cp) = &sealed.checkpoint {
+        sqlx::query(INSERT_CHECKPOINT)
+            .bind(cp.chain_id.as_str())
+            .bind(cp.seq)
+            .bind(cp.hash.as_slice())
+            .bind(cp.time_ms)
+            .bind(cp.tag.as_str())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(sealed)
 }
 
 /// Whether the sealed batch continues `head`: same chain, consecutive
 /// `seq`, each `prev_hash` the previous `hash`, a new head on the last
 /// record, a checkpoint at or before it.
-fn check_sealed(
+pub(super) fn check_sealed(
     chain_id: &str,
     head: &AuditHead,
     records: &[AuditRecord],
@@ -468,20 +424,6 @@ mod tests {
             assert!(sql.contains(&format!("${last})")));
             assert!(!sql.contains(&format!("${}", last + 1)));
         }
-    }
-
-    #[test]
-    fn sqlite_insert_has_one_anonymous_parameter_per_bound_value() {
-        for rows in [1, 2, 15, SQLITE_MAX_ROWS] {
-            let insert = sqlite_insert_sql(rows, false);
-            assert_eq!(insert.matches('?').count(), rows * COLUMN_COUNT);
-            assert!(!insert.contains('$') && !insert.contains(';'));
-            let with_head = sqlite_insert_sql(rows, true);
-            assert_eq!(with_head, format!("{insert}; {SQLITE_UPDATE_HEAD}"));
-            // seq, hash, tag, chain_id: as `append` binds them.
-            assert_eq!(with_head.matches('?').count(), rows * COLUMN_COUNT + 4);
-        }
-        assert_eq!(UPDATE_HEAD.matches('$').count(), 4);
     }
 
     #[test]

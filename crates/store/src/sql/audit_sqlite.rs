@@ -1,0 +1,213 @@
+//! SQLite appends to the audit trail, on a connection of their own.
+//!
+//! Every request through the gateway appends a record and waits until it is
+//! durable, so this is the hottest write path of the store. Through sqlx
+//! each statement is a round trip to the connection's worker thread (two
+//! thread wake-ups) and every bound string is copied; here the audit
+//! writer's own thread runs the transaction synchronously with rusqlite,
+//! with statements prepared once and values bound by reference.
+//!
+//! The connection runs with `synchronous=NORMAL`: a commit writes the
+//! batch to the write-ahead log (kept if this process dies) without
+//! waiting for the disk, and hands back a [`WalSync`] whose `fdatasync` of
+//! the log makes it survive a power loss too, as `synchronous=FULL` would
+//! have inside the commit. Callers are answered only after that flush, so
+//! nothing acknowledged is less durable than before; but the next batch
+//! can commit while the flush runs, and several flushes can be in flight
+//! (the disk merges them), instead of every commit waiting its turn for
+//! the disk. Checkpoints stay safe: at `NORMAL` SQLite syncs the log before
+//! copying it into the database and syncs the database before the log is
+//! reused, so a record is always on disk in one or the other.
+//!
+//! Within this process the audit connection and the store's write
+//! connection never meet in SQLite's busy handler (which sleeps 1, 2, 5 …
+//! ms between attempts): an append holds the store's write connection,
+//! unused, while it writes (see `SqlStore::append_audit_deferred`).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+
+use super::SQLITE_BUSY_TIMEOUT;
+use super::audit::check_sealed;
+use crate::{AuditHead, AuditRecord, AuditSealer, SealedBatch, StoreError, WalSync};
+
+const SELECT_HEAD: &str = "SELECT seq, hash, tag FROM audit_heads WHERE chain_id = ?1";
+const INSERT_GENESIS_HEAD: &str =
+    "INSERT INTO audit_heads (chain_id, seq, hash, tag) VALUES (?1, 0, ?2, '')";
+const INSERT_RECORD: &str = "INSERT INTO audit_records (chain_id, seq, time_ms, kind, route, \
+    subject, client_id, method, name, outcome, reason, policy_ids, args_digest, latency_us, \
+    peer, details, prev_hash, hash, tag) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+const UPDATE_HEAD: &str = "UPDATE audit_heads SET seq = ?2, hash = ?3, tag = ?4 WHERE chain_id = ?1";
+const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints \
+    (chain_id, seq, hash, time_ms, tag) VALUES (?1, ?2, ?3, ?4, ?5) \
+    ON CONFLICT (chain_id, seq) DO NOTHING";
+
+/// The audit trail's connection to one SQLite file, opened at the first
+/// append (the store has created and migrated the file by then).
+pub(super) struct AuditConnection {
+    path: PathBuf,
+    open: Mutex<Option<Open>>,
+}
+
+struct Open {
+    conn: Connection,
+    wal: WalSync,
+}
+
+impl AuditConnection {
+    pub(super) fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            open: Mutex::new(None),
+        }
+    }
+
+    /// One append transaction: see `AuditStore::append_audit`. Blocks the
+    /// calling thread. The batch is committed but not yet flushed when this
+    /// returns: the caller must `sync` the returned log before telling
+    /// anyone the records are durable.
+    pub(super) fn append(
+        &self,
+        chain_id: &str,
+        records: &mut [AuditRecord],
+        sealer: &dyn AuditSealer,
+    ) -> Result<(SealedBatch, WalSync), StoreError> {
+        // A panic while appending left no transaction open (dropping it
+        // rolled back), so the connection is fine to reuse.
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let open = match &mut *open {
+            Some(open) => open,
+            none => none.insert(Open::new(&self.path)?),
+        };
+        let sealed = append(&mut open.conn, chain_id, records, sealer)?;
+        Ok((sealed, open.wal.clone()))
+    }
+}
+
+impl Open {
+    fn new(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
+        // The store put the file in WAL mode, which persists; `NORMAL` is
+        // what lets the flush happen after the commit (module docs).
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::InvalidRecord(
+                "the SQLite database is not in WAL mode",
+            ));
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // A read opens the log (`-wal`) if no connection has yet.
+        conn.query_row("SELECT count(*) FROM audit_heads", [], |_| Ok(()))?;
+        let mut wal_path = path.as_os_str().to_owned();
+        wal_path.push("-wal");
+        // fdatasync needs no write access.
+        let wal = File::open(&wal_path).map_err(StoreError::Sync)?;
+        Ok(Self {
+            conn,
+            wal: WalSync(Arc::new(wal)),
+        })
+    }
+}
+
+fn append(
+    conn: &mut Connection,
+    chain_id: &str,
+    records: &mut [AuditRecord],
+    sealer: &dyn AuditSealer,
+) -> Result<SealedBatch, StoreError> {
+    // IMMEDIATE takes the write lock at BEGIN, where the busy timeout
+    // applies (see `with_write_tx!`); it also serialises appends from
+    // other processes, so reading the head here locks it.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let head = tx
+        .prepare_cached(SELECT_HEAD)?
+        .query_row([chain_id], |row| {
+            Ok(AuditHead {
+                chain_id: chain_id.to_owned(),
+                seq: row.get(0)?,
+                hash: row.get(1)?,
+                tag: row.get(2)?,
+            })
+        })
+        .optional()?;
+    let head = match head {
+        Some(head) => head,
+        None => {
+            let genesis = AuditHead::genesis(chain_id);
+            tx.prepare_cached(INSERT_GENESIS_HEAD)?
+                .execute(params![chain_id, genesis.hash])?;
+            genesis
+        }
+    };
+    let sealed = sealer.seal(&head, records);
+    check_sealed(chain_id, &head, records, &sealed)?;
+    {
+        let mut insert = tx.prepare_cached(INSERT_RECORD)?;
+        for r in records.iter() {
+            insert
+                .execute(params![
+                    r.chain_id,
+                    r.seq,
+                    r.time_ms,
+                    r.kind,
+                    r.route,
+                    r.subject,
+                    r.client_id,
+                    r.method,
+                    r.name,
+                    r.outcome,
+                    r.reason,
+                    r.policy_ids,
+                    r.args_digest,
+                    r.latency_us,
+                    r.peer,
+                    r.details,
+                    r.prev_hash,
+                    r.hash,
+                    r.tag,
+                ])
+                .map_err(insert_error)?;
+        }
+    }
+    tx.prepare_cached(UPDATE_HEAD)?.execute(params![
+        chain_id,
+        sealed.head.seq,
+        sealed.head.hash,
+        sealed.head.tag
+    ])?;
+    if let Some(cp) = &sealed.checkpoint {
+        tx.prepare_cached(INSERT_CHECKPOINT)?.execute(params![
+            cp.chain_id,
+            cp.seq,
+            cp.hash,
+            cp.time_ms,
+            cp.tag
+        ])?;
+    }
+    tx.commit()?;
+    Ok(sealed)
+}
+
+/// A taken `(chain_id, seq)` is [`StoreError::Duplicate`], as on the other
+/// paths.
+fn insert_error(err: rusqlite::Error) -> StoreError {
+    match &err {
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
+            StoreError::Duplicate
+        }
+        _ => StoreError::Sqlite(err),
+    }
+}
