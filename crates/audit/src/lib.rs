@@ -91,7 +91,6 @@
 pub mod chain;
 pub mod event;
 pub mod export;
-mod flush;
 mod log;
 mod sink;
 pub mod verify;

@@ -2,16 +2,11 @@
 //!
 //! Callers queue events on a bounded channel; the writer takes everything
 //! queued (up to [`AuditConfig::max_batch`]), appends it to the chain in one
-//! transaction, and only once that is durable answers each caller. While a
-//! batch commits the next one gathers, so under load a single commit (one
-//! fsync) serves many requests.
-//!
-//! The writer runs on a thread of its own, so that sealing records (hashes,
-//! MACs) and, on SQLite, the database work itself stay off the runtime's
-//! workers, which serve requests. On SQLite the flush to disk is done after
-//! the commit by [`Flushers`](crate::flush), several of which can be in
-//! flight while the next batch commits. [`AuditLog::append`] returns only
-//! once its record is durable;
+//! transaction, and only then answers each caller. While a batch commits the
+//! next one gathers, so under load a single commit (one fsync) serves many
+//! requests. The writer runs on a thread of its own, so that sealing records
+//! (hashes, MACs) and, on SQLite, the database work itself stay off the
+//! runtime's workers, which serve requests. [`AuditLog::append`] returns only once its record is durable;
 //! [`AuditLog::append_nowait`] queues without waiting (same chain, same
 //! order, no acknowledgement).
 //!
@@ -32,12 +27,11 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
 use mcpgate_crypto::master::MasterKey;
-use mcpgate_store::{AuditDurability, AuditRecord, AuditStore, StoreError};
+use mcpgate_store::{AuditRecord, AuditStore, StoreError};
 
 use crate::AuditError;
 use crate::chain::{ChainKey, Sealer};
 use crate::event::{Event, EventKind, now_ms, outcome};
-use crate::flush::{FlushWatch, Flushers};
 use crate::export::json_line;
 use crate::sink::{Sink, SinkTarget};
 
@@ -62,9 +56,6 @@ pub struct AuditConfig {
     pub append_timeout: Duration,
     /// While the store fails, how often the writer probes it (default 1 s).
     pub retry_interval: Duration,
-    /// SQLite: flushes to disk that may be in flight at once (default 3;
-    /// see the module documentation).
-    pub flushers: usize,
     /// Where committed records are copied as JSON lines, if anywhere.
     pub sink: Option<SinkTarget>,
 }
@@ -79,7 +70,6 @@ impl Default for AuditConfig {
             checkpoint_interval: Duration::from_secs(10),
             append_timeout: Duration::from_secs(5),
             retry_interval: Duration::from_secs(1),
-            flushers: 3,
             sink: None,
         }
     }
@@ -115,7 +105,6 @@ pub struct AuditLog {
 struct Inner {
     tx: mpsc::Sender<Msg>,
     shared: Arc<Shared>,
-    flush: FlushWatch,
     chain_id: String,
     append_timeout: Duration,
 }
@@ -133,30 +122,7 @@ pub(crate) struct Shared {
     pub(crate) sink_errors: AtomicU64,
 }
 
-impl Shared {
-    /// A commit (or flush) succeeded: the store is writable.
-    pub(crate) fn recovered(&self) {
-        if self.failing.swap(false, Ordering::Relaxed) {
-            tracing::info!("audit store writable again");
-        }
-    }
-
-    /// A commit (or flush) of `records` records failed.
-    pub(crate) fn write_failed(&self, err: &StoreError, records: u64) {
-        self.failed.fetch_add(records, Ordering::Relaxed);
-        if !self.failing.swap(true, Ordering::Relaxed) {
-            tracing::error!(
-                error = %err,
-                records,
-                "audit append failed; the audit log is unavailable until the store recovers"
-            );
-        } else {
-            tracing::debug!(error = %err, records, "audit append failed again");
-        }
-    }
-}
-
-pub(crate) type Ack = oneshot::Sender<Result<(), AuditError>>;
+type Ack = oneshot::Sender<Result<(), AuditError>>;
 
 // Boxing the event would cost an allocation per append to save queue
 // space only while shutdown messages (one per log) are queued.
@@ -202,9 +168,6 @@ impl AuditLog {
         };
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let writer_id = writer_id();
-        let flushers =
-            Flushers::start(config.flushers, shared.clone()).map_err(AuditError::Start)?;
-        let flush = flushers.watch();
         let writer = Writer {
             store,
             key: ChainKey::new(master_key),
@@ -218,7 +181,6 @@ impl AuditLog {
             retry_interval: config.retry_interval,
             last_checkpoint: Instant::now(),
             writer_id: writer_id.clone(),
-            flushers: Some(flushers),
         };
         let runtime = tokio::runtime::Handle::current();
         std::thread::Builder::new()
@@ -229,7 +191,6 @@ impl AuditLog {
             inner: Arc::new(Inner {
                 tx,
                 shared,
-                flush,
                 chain_id: config.chain_id,
                 append_timeout: config.append_timeout,
             }),
@@ -279,15 +240,10 @@ impl AuditLog {
         if shared.failing.load(Ordering::Relaxed) {
             return Err(AuditError::Unavailable);
         }
+        let started = shared.commit_started_ms.load(Ordering::Relaxed);
         let timeout_ms = i64::try_from(self.inner.append_timeout.as_millis()).unwrap_or(i64::MAX);
-        let now = now_ms();
-        for started in [
-            shared.commit_started_ms.load(Ordering::Relaxed),
-            self.inner.flush.oldest_started_ms(),
-        ] {
-            if started != 0 && now.saturating_sub(started) > timeout_ms {
-                return Err(AuditError::Unavailable);
-            }
+        if started != 0 && now_ms().saturating_sub(started) > timeout_ms {
+            return Err(AuditError::Unavailable);
         }
         if self.inner.tx.capacity() == 0 {
             return Err(AuditError::Overloaded);
@@ -349,8 +305,6 @@ struct Writer {
     retry_interval: Duration,
     last_checkpoint: Instant,
     writer_id: String,
-    /// Taken at the end of [`Writer::run`].
-    flushers: Option<Flushers>,
 }
 
 impl Writer {
@@ -374,12 +328,6 @@ impl Writer {
                 None => break None,
                 Some(Msg::Shutdown(ack)) => stop = Some(ack),
                 Some(Msg::Event(ev, ack)) => batch.push((ev, ack)),
-            }
-            // While every flusher is busy, this batch keeps gathering: it
-            // could not be flushed any sooner. (A blocking wait: this is
-            // the writer's own thread.)
-            if let Some(f) = &self.flushers {
-                f.wait_for_slot();
             }
             // Callers just answered are re-queueing: one yield lets them
             // join this batch instead of making a small one of their own.
@@ -422,9 +370,6 @@ impl Writer {
                 // The checkpoint goes with the last chunk, the stop marker.
                 result = result.and(self.commit(&mut chunk, batch.is_empty()).await);
             }
-            if let Some(f) = self.flushers.take() {
-                f.close();
-            }
             if let Some(sink) = self.sink.take() {
                 sink.close().await;
             }
@@ -435,13 +380,8 @@ impl Writer {
                 });
             }
             let _ = ack.send(result);
-        } else {
-            if let Some(f) = self.flushers.take() {
-                f.close();
-            }
-            if let Some(sink) = self.sink.take() {
-                sink.close().await;
-            }
+        } else if let Some(sink) = self.sink.take() {
+            sink.close().await;
         }
         // How well group commit worked: records per transaction.
         tracing::info!(
@@ -452,49 +392,44 @@ impl Writer {
         );
     }
 
-    /// Appends `batch` in one transaction and answers its callers, at once
-    /// or (SQLite) through a flusher once the commit is on disk. With
-    /// `final_checkpoint` (shutdown) the commit is flushed here, before
-    /// this returns.
+    /// Appends `batch` in one transaction and answers its callers.
     async fn commit(
         &mut self,
         batch: &mut Vec<(Event, Option<Ack>)>,
         final_checkpoint: bool,
     ) -> Result<(), AuditError> {
         let n = batch.len() as u64;
-        let (events, acks): (Vec<Event>, Vec<Option<Ack>>) = batch.drain(..).unzip();
-        match self.append(events, final_checkpoint).await {
-            Ok(durability) => {
-                let acks = acks.into_iter().flatten();
-                match (durability, &self.flushers) {
-                    (AuditDurability::AfterSync(wal), Some(f)) => f.submit(wal, acks.collect(), n),
-                    (AuditDurability::AfterSync(wal), None) => {
-                        // No flusher left (shutting down): flush here.
-                        let result = wal.sync();
-                        for ack in acks {
-                            let _ = ack.send(match &result {
-                                Ok(()) => Ok(()),
-                                Err(_) => Err(AuditError::Unavailable),
-                            });
-                        }
-                        result.map_err(|e| AuditError::Write(Arc::new(StoreError::Sync(e))))?;
-                    }
-                    (AuditDurability::Durable, _) => {
-                        self.shared.recovered();
-                        for ack in acks {
-                            // The caller may have given up waiting; the
-                            // record is committed all the same.
-                            let _ = ack.send(Ok(()));
-                        }
+        match self
+            .append(batch.iter().map(|(ev, _)| ev), final_checkpoint)
+            .await
+        {
+            Ok(()) => {
+                if self.shared.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("audit store writable again");
+                }
+                for (_, ack) in batch.drain(..) {
+                    if let Some(ack) = ack {
+                        // The caller may have given up waiting; the record
+                        // is committed all the same.
+                        let _ = ack.send(Ok(()));
                     }
                 }
                 Ok(())
             }
             Err(err) => {
                 let err = Arc::new(err);
-                self.shared.write_failed(&err, n);
+                self.shared.failed.fetch_add(n, Ordering::Relaxed);
+                if !self.shared.failing.swap(true, Ordering::Relaxed) {
+                    tracing::error!(
+                        error = %err,
+                        records = n,
+                        "audit append failed; the audit log is unavailable until the store recovers"
+                    );
+                } else {
+                    tracing::debug!(error = %err, records = n, "audit append failed again");
+                }
                 let mut lost = 0usize;
-                for ack in acks {
+                for (_, ack) in batch.drain(..) {
                     match ack {
                         Some(ack) => {
                             let _ = ack.send(Err(AuditError::Write(err.clone())));
@@ -518,34 +453,28 @@ impl Writer {
             "writer": self.writer_id,
             "failed_records": self.shared.failed.load(Ordering::Relaxed),
         }));
-        let result = match self.append(vec![ev], true).await {
-            Ok(AuditDurability::AfterSync(wal)) => wal.sync().map_err(StoreError::Sync),
-            Ok(AuditDurability::Durable) => Ok(()),
-            Err(err) => Err(err),
-        };
-        match result {
-            Ok(()) => self.shared.recovered(),
+        match self.append(std::iter::once(&ev), false).await {
+            Ok(()) => {
+                self.shared.failing.store(false, Ordering::Relaxed);
+                tracing::info!("audit store writable again");
+            }
             Err(err) => tracing::debug!(error = %err, "audit store still failing"),
         }
     }
 
-    /// Appends `events` in one transaction, with a checkpoint if one is due
-    /// (always with `checkpoint_now`); on success counts them and copies them
-    /// to the sink. The records are committed but, on SQLite, on disk only
-    /// once the returned log is flushed.
+    /// Appends `events` in one transaction, with a checkpoint if one is due;
+    /// on success counts them and copies them to the sink.
     async fn append(
         &mut self,
-        events: Vec<Event>,
-        checkpoint_now: bool,
-    ) -> Result<AuditDurability, StoreError> {
-        let mut records: Vec<AuditRecord> = events
-            .into_iter()
-            .map(|ev| record_of(&self.chain_id, ev))
-            .collect();
+        events: impl Iterator<Item = &Event>,
+        final_checkpoint: bool,
+    ) -> Result<(), StoreError> {
+        let mut records: Vec<AuditRecord> =
+            events.map(|ev| record_of(&self.chain_id, ev)).collect();
         let sealer = Sealer {
             key: &self.key,
             checkpoint_every: self.checkpoint_every,
-            checkpoint_now: checkpoint_now
+            checkpoint_now: final_checkpoint
                 || self.last_checkpoint.elapsed() >= self.checkpoint_interval,
             now_ms: now_ms(),
         };
@@ -554,10 +483,10 @@ impl Writer {
             .store(now_ms().max(1), Ordering::Relaxed);
         let result = self
             .store
-            .append_audit_deferred(&self.chain_id, &mut records, &sealer)
+            .append_audit(&self.chain_id, &mut records, &sealer)
             .await;
         self.shared.commit_started_ms.store(0, Ordering::Relaxed);
-        let (sealed, durability) = result?;
+        let sealed = result?;
         if let Some(cp) = &sealed.checkpoint {
             self.last_checkpoint = Instant::now();
             // Shipped off the machine with the logs, this line is an anchor
@@ -574,30 +503,30 @@ impl Writer {
         if let Some(sink) = &self.sink {
             sink.send(records.iter().map(json_line).collect());
         }
-        Ok(durability)
+        Ok(())
     }
 }
 
 /// The stored form of `ev`, its chain fields still blank.
-fn record_of(chain_id: &str, ev: Event) -> AuditRecord {
+fn record_of(chain_id: &str, ev: &Event) -> AuditRecord {
     AuditRecord {
         chain_id: chain_id.to_owned(),
         seq: 0,
         time_ms: ev.time_ms,
         kind: ev.kind.as_str().to_owned(),
-        route: ev.route,
-        subject: ev.subject,
-        client_id: ev.client_id,
-        method: ev.method,
-        name: ev.name,
-        outcome: ev.outcome,
-        reason: ev.reason,
+        route: ev.route.clone(),
+        subject: ev.subject.clone(),
+        client_id: ev.client_id.clone(),
+        method: ev.method.clone(),
+        name: ev.name.clone(),
+        outcome: ev.outcome.clone(),
+        reason: ev.reason.clone(),
         policy_ids: policy_ids_json(&ev.policy_ids),
-        args_digest: ev.args_digest,
+        args_digest: ev.args_digest.clone(),
         latency_us: ev
             .latency_us
             .map(|us| i64::try_from(us).unwrap_or(i64::MAX)),
-        peer: ev.peer,
+        peer: ev.peer.clone(),
         details: ev.details.as_ref().map(ToString::to_string),
         prev_hash: Vec::new(),
         hash: Vec::new(),

@@ -13,9 +13,6 @@
 //! deletes one. Rows changed by other means are what verification finds.
 
 use std::fmt;
-use std::fs::File;
-use std::io;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -117,45 +114,6 @@ pub trait AuditSealer: Send + Sync {
     fn seal(&self, head: &AuditHead, records: &mut [AuditRecord]) -> SealedBatch;
 }
 
-/// When the records of an append survive a power loss, not only a crash of
-/// this process.
-#[derive(Debug, Clone)]
-pub enum AuditDurability {
-    /// Already when the append returned.
-    Durable,
-    /// Once [`WalSync::sync`], called after the append returned, has
-    /// succeeded. Until then the records are committed (visible to readers,
-    /// and kept if this process is killed) but a power loss or an operating
-    /// system crash can still lose them.
-    AfterSync(WalSync),
-}
-
-/// Flushes a SQLite database's write-ahead log to stable storage: what
-/// `synchronous=FULL` does at the end of every commit, done after the
-/// commit instead, so that the next commit need not wait for the disk and
-/// several flushes can be in flight at once (see `mcpgate-audit`'s writer).
-/// One flush covers every commit that returned before it started.
-#[derive(Clone)]
-pub struct WalSync(pub(crate) Arc<File>);
-
-impl WalSync {
-    /// `fdatasync` of the log: blocks for the disk's round trip.
-    pub fn sync(&self) -> io::Result<()> {
-        self.0.sync_data()
-    }
-
-    /// Whether both flush the same log (one flush then covers both).
-    pub fn same_log(&self, other: &WalSync) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl fmt::Debug for WalSync {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("WalSync")
-    }
-}
-
 /// Persistent audit trail. Implementations are cheap to share (`Arc`) and
 /// safe to use from several processes at once.
 #[async_trait]
@@ -172,31 +130,17 @@ pub trait AuditStore: Send + Sync + fmt::Debug {
     /// the head (or names another chain); [`StoreError::Duplicate`] if a
     /// record's `seq` is taken (the head row was tampered with). Nothing is
     /// written on error.
+    ///
+    /// On SQLite the transaction runs on the calling thread (a local file;
+    /// a commit takes one disk flush, a busy database up to the 5 s busy
+    /// timeout): call it from a thread that may block, as the audit writer
+    /// does.
     async fn append_audit(
         &self,
         chain_id: &str,
         records: &mut [AuditRecord],
         sealer: &dyn AuditSealer,
     ) -> Result<SealedBatch, StoreError>;
-
-    /// As [`append_audit`](Self::append_audit), but may return before the
-    /// commit is durable: see [`AuditDurability`]. SQLite commits without
-    /// waiting for the disk and hands back the flush to call; PostgreSQL's
-    /// commit is as durable as it gets already.
-    ///
-    /// On SQLite this call does the database work on the calling thread
-    /// (a local file; a commit without the flush takes well under a
-    /// millisecond, a busy database up to the 5 s busy timeout): call it
-    /// from a thread that may block, as the audit writer does.
-    async fn append_audit_deferred(
-        &self,
-        chain_id: &str,
-        records: &mut [AuditRecord],
-        sealer: &dyn AuditSealer,
-    ) -> Result<(SealedBatch, AuditDurability), StoreError> {
-        let sealed = self.append_audit(chain_id, records, sealer).await?;
-        Ok((sealed, AuditDurability::Durable))
-    }
 
     /// Every chain that has a head, a record or a checkpoint, ordered by id
     /// (bytewise).

@@ -55,8 +55,7 @@ mod migrate;
 mod sql;
 
 pub use audit::{
-    AUDIT_HASH_LEN, AuditCheckpoint, AuditDurability, AuditHead, AuditRecord, AuditSealer,
-    AuditStore, SealedBatch, WalSync,
+    AUDIT_HASH_LEN, AuditCheckpoint, AuditHead, AuditRecord, AuditSealer, AuditStore, SealedBatch,
 };
 
 /// The tenant of single-tenant deployments.
@@ -484,13 +483,9 @@ pub enum StoreError {
     #[error("the shared write transaction failed: {0}")]
     Batch(Arc<StoreError>),
     /// The audit trail's own SQLite connection failed (see
-    /// [`AuditStore::append_audit_deferred`]).
+    /// [`AuditStore::append_audit`]).
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
-    /// Flushing the audit trail's SQLite log to disk failed: the records
-    /// committed since the last flush may not survive a power loss.
-    #[error("flushing the SQLite write-ahead log failed: {0}")]
-    Sync(#[source] std::io::Error),
 }
 
 /// Persistent gateway state. Implementations are cheap to share (`Arc`) and

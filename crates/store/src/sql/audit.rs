@@ -14,8 +14,8 @@ use async_trait::async_trait;
 
 use super::{Pool, SqlStore, insert_error};
 use crate::{
-    AUDIT_HASH_LEN, AuditCheckpoint, AuditDurability, AuditHead, AuditRecord, AuditSealer,
-    AuditStore, SealedBatch, StoreError,
+    AUDIT_HASH_LEN, AuditCheckpoint, AuditHead, AuditRecord, AuditSealer, AuditStore, SealedBatch,
+    StoreError,
 };
 
 /// `audit_records` columns, in the order of [`bind_record!`] and
@@ -179,33 +179,14 @@ impl AuditStore for SqlStore {
         records: &mut [AuditRecord],
         sealer: &dyn AuditSealer,
     ) -> Result<SealedBatch, StoreError> {
-        let (sealed, durability) = self
-            .append_audit_deferred(chain_id, records, sealer)
-            .await?;
-        if let AuditDurability::AfterSync(wal) = durability {
-            wal.sync().map_err(StoreError::Sync)?;
-        }
-        Ok(sealed)
-    }
-
-    async fn append_audit_deferred(
-        &self,
-        chain_id: &str,
-        records: &mut [AuditRecord],
-        sealer: &dyn AuditSealer,
-    ) -> Result<(SealedBatch, AuditDurability), StoreError> {
         match &self.pool {
             Pool::Sqlite(pools) => {
                 // Held, unused, so that this process's other writes wait
                 // in the pool's queue rather than in SQLite's busy handler.
                 let _writes = pools.write.acquire().await?;
-                let (sealed, wal) = pools.audit.append(chain_id, records, sealer)?;
-                Ok((sealed, AuditDurability::AfterSync(wal)))
+                pools.audit.append(chain_id, records, sealer)
             }
-            Pool::Postgres(pool) => Ok((
-                append_postgres(pool, chain_id, records, sealer).await?,
-                AuditDurability::Durable,
-            )),
+            Pool::Postgres(pool) => append_postgres(pool, chain_id, records, sealer).await,
         }
     }
 

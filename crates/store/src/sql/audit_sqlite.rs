@@ -7,32 +7,26 @@
 //! writer's own thread runs the transaction synchronously with rusqlite,
 //! with statements prepared once and values bound by reference.
 //!
-//! The connection runs with `synchronous=NORMAL`: a commit writes the
-//! batch to the write-ahead log (kept if this process dies) without
-//! waiting for the disk, and hands back a [`WalSync`] whose `fdatasync` of
-//! the log makes it survive a power loss too, as `synchronous=FULL` would
-//! have inside the commit. Callers are answered only after that flush, so
-//! nothing acknowledged is less durable than before; but the next batch
-//! can commit while the flush runs, and several flushes can be in flight
-//! (the disk merges them), instead of every commit waiting its turn for
-//! the disk. Checkpoints stay safe: at `NORMAL` SQLite syncs the log before
-//! copying it into the database and syncs the database before the log is
-//! reused, so a record is always on disk in one or the other.
+//! The connection has the store's settings (WAL, `synchronous=FULL`): a
+//! commit returns once the write-ahead log is flushed to disk. (Flushing
+//! after the commit on other threads, so that the next batch could commit
+//! during the flush, was measured on the 2-vCPU VM of `mcpgate-bench` and
+//! was slower: each hand-off between threads costs a wake-up, and the flush
+//! itself, about 0.2 ms there under load, was not what requests waited on.)
 //!
 //! Within this process the audit connection and the store's write
 //! connection never meet in SQLite's busy handler (which sleeps 1, 2, 5 …
 //! ms between attempts): an append holds the store's write connection,
-//! unused, while it writes (see `SqlStore::append_audit_deferred`).
+//! unused, while it writes (see `SqlStore::append_audit`).
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::SQLITE_BUSY_TIMEOUT;
 use super::audit::check_sealed;
-use crate::{AuditHead, AuditRecord, AuditSealer, SealedBatch, StoreError, WalSync};
+use crate::{AuditHead, AuditRecord, AuditSealer, SealedBatch, StoreError};
 
 const SELECT_HEAD: &str = "SELECT seq, hash, tag FROM audit_heads WHERE chain_id = ?1";
 const INSERT_GENESIS_HEAD: &str =
@@ -55,7 +49,6 @@ pub(super) struct AuditConnection {
 
 struct Open {
     conn: Connection,
-    wal: WalSync,
 }
 
 impl AuditConnection {
@@ -67,15 +60,13 @@ impl AuditConnection {
     }
 
     /// One append transaction: see `AuditStore::append_audit`. Blocks the
-    /// calling thread. The batch is committed but not yet flushed when this
-    /// returns: the caller must `sync` the returned log before telling
-    /// anyone the records are durable.
+    /// calling thread until the commit is on disk.
     pub(super) fn append(
         &self,
         chain_id: &str,
         records: &mut [AuditRecord],
         sealer: &dyn AuditSealer,
-    ) -> Result<(SealedBatch, WalSync), StoreError> {
+    ) -> Result<SealedBatch, StoreError> {
         // A panic while appending left no transaction open (dropping it
         // rolled back), so the connection is fine to reuse.
         let mut open = self
@@ -86,8 +77,7 @@ impl AuditConnection {
             Some(open) => open,
             none => none.insert(Open::new(&self.path)?),
         };
-        let sealed = append(&mut open.conn, chain_id, records, sealer)?;
-        Ok((sealed, open.wal.clone()))
+        append(&mut open.conn, chain_id, records, sealer)
     }
 }
 
@@ -98,25 +88,17 @@ impl Open {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
-        // The store put the file in WAL mode, which persists; `NORMAL` is
-        // what lets the flush happen after the commit (module docs).
+        // The store put the file in WAL mode, which persists.
         let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::InvalidRecord(
                 "the SQLite database is not in WAL mode",
             ));
         }
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // A read opens the log (`-wal`) if no connection has yet.
-        conn.query_row("SELECT count(*) FROM audit_heads", [], |_| Ok(()))?;
-        let mut wal_path = path.as_os_str().to_owned();
-        wal_path.push("-wal");
-        // fdatasync needs no write access.
-        let wal = File::open(&wal_path).map_err(StoreError::Sync)?;
-        Ok(Self {
-            conn,
-            wal: WalSync(Arc::new(wal)),
-        })
+        // As the store's connections: an acknowledged record survives a
+        // power loss.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        Ok(Self { conn })
     }
 }
 
