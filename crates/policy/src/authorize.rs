@@ -7,6 +7,7 @@ use crate::arguments;
 use crate::decision::Decision;
 use crate::index::Subject;
 use crate::load::Set;
+use crate::memo;
 use crate::request::{self, Request};
 
 impl Set {
@@ -67,15 +68,29 @@ impl Set {
         Ok((built, candidates))
     }
 
+    /// The decision on `req`: remembered within the second when no policy
+    /// that applies reads the arguments (see [`crate::memo`]), else
+    /// evaluated.
     pub(crate) fn authorize(&self, req: &Request<'_>) -> Decision {
+        let time = req.context.time;
+        let key = memo::key(req);
+        if let Some(decided) = self.memo.get(time, &key) {
+            return decided;
+        }
         let (built, candidates) = match self.prepare(req) {
             Ok(b) => b,
             Err(decided) => return decided,
         };
-        match self.index.policy_set(&candidates) {
+        let decision = match self.index.policy_set(&candidates) {
             Ok(policies) => self.evaluate(&built, &policies),
-            Err(e) => Decision::deny(format!("cannot select the policies: {e}")),
+            Err(e) => return Decision::deny(format!("cannot select the policies: {e}")),
+        };
+        // The key holds everything the candidates were chosen by, so the
+        // same key always has the same candidates.
+        if !self.index.reads_arguments(&candidates) {
+            self.memo.put(time, key, &decision);
         }
+        decision
     }
 
     pub(crate) fn evaluate(&self, built: &request::Built, policies: &cedar::PolicySet) -> Decision {

@@ -40,6 +40,7 @@ mod entities;
 mod error;
 mod index;
 mod load;
+mod memo;
 mod reload;
 mod request;
 mod schema;

@@ -38,6 +38,8 @@ pub(crate) struct Set {
     pub(crate) schema: Arc<Compiled>,
     pub(crate) forbids: HashSet<cedar::PolicyId>,
     pub(crate) warnings: Vec<Problem>,
+    /// Decisions of the current second (`memo.rs`).
+    pub(crate) memo: crate::memo::Memo,
 }
 
 /// One file's text and how to name it.
@@ -368,6 +370,7 @@ impl Policies {
             ),
             policies: set,
             entities: EntityCache::default(),
+            memo: crate::memo::Memo::default(),
             authorizer: cedar::Authorizer::new(),
             schema,
             forbids,

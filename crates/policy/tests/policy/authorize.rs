@@ -1,5 +1,6 @@
 //! Decisions.
 
+use mcpgate_core::ScopeSet;
 use mcpgate_policy::{Context, Policies, PrincipalKind, PrincipalRef, Request, Target};
 use serde_json::json;
 
@@ -320,4 +321,67 @@ fn cached_entities_follow_the_caller_and_the_target() {
     );
     assert!(!p.authorize(&call(with_group, "u")).allowed, "tool changed");
     assert!(p.authorize(&call(with_group, "t")).allowed, "and back");
+}
+
+#[test]
+fn remembered_decisions_follow_every_field_of_the_request() {
+    // Decisions are remembered within a second when no policy reads the
+    // arguments: each field a policy can test must still change the
+    // answer, and the first answer must come back unchanged.
+    let p = parse(
+        r#"@id("all") permit (principal, action, resource) when {
+             context.scopes.contains("mcp:tools")
+             && principal has client_id && principal.client_id == "cli"
+             && principal has issuer && principal.issuer == "https://issuer.example"
+             && principal.roles.isEmpty()
+             && context has client_ip && context.client_ip == ip("10.0.0.1")
+             && !context.mtls && !context.dpop && context.time < 1704115801
+           };
+           @id("not-b") forbid (principal, action, resource in Route::"/b");"#,
+    );
+    let ip = |last: u8| Some(std::net::IpAddr::from([10, 0, 0, last]));
+    let base = || {
+        let mut r = call(user("a"), "t");
+        r.context.client_ip = ip(1);
+        r
+    };
+    let mut ok = p.authorize(&base());
+    assert!(ok.allowed, "{ok}");
+    assert_eq!(ok.policy_ids, ["all"]);
+    let other_scopes = ScopeSet::parse("mcp:read").unwrap();
+    let roles = vec!["admin".to_owned()];
+    let with = |change: &dyn Fn(&mut Request<'_>)| {
+        let mut r = base();
+        change(&mut r);
+        r
+    };
+    let mut changed = vec![
+        ("client_id", with(&|r| r.principal.client_id = Some("other"))),
+        ("issuer", with(&|r| r.principal.issuer = None)),
+        ("client_ip", with(&|r| r.context.client_ip = ip(2))),
+        ("no client_ip", with(&|r| r.context.client_ip = None)),
+        ("mtls", with(&|r| r.context.mtls = true)),
+        ("dpop", with(&|r| r.context.dpop = true)),
+        ("route", with(&|r| r.route = "/b")),
+        ("next second", with(&|r| r.context.time += 1)),
+    ];
+    let mut r = base();
+    r.principal.scopes = &other_scopes;
+    changed.push(("scopes", r));
+    let mut r = base();
+    r.principal.roles = &roles;
+    changed.push(("roles", r));
+    for (what, r) in &changed {
+        let d = p.authorize(r);
+        assert!(!d.allowed, "{what} changed: {d}");
+        // The remembered allow is still the allow it was.
+        let again = p.authorize(&base());
+        assert_eq!(again, ok, "after {what}");
+    }
+    // Another action on the same target kind is decided on its own.
+    let mut prompt = base();
+    prompt.action = "prompts/get";
+    prompt.target = Target::Prompt("t");
+    ok = p.authorize(&prompt);
+    assert!(ok.allowed, "{ok}");
 }
