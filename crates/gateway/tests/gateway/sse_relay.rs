@@ -135,15 +135,18 @@ auth = "none"
     }
 }
 
+/// The client's next body chunk; `None` at the body's end.
+async fn next_chunk(resp: &mut reqwest::Response) -> reqwest::Result<Option<bytes::Bytes>> {
+    tokio::time::timeout(GUARD, resp.chunk())
+        .await
+        .expect("the gateway relays the upstream's next bytes or end")
+}
+
 /// Reads the client's body until it holds `want` (the gateway may split or
 /// merge the upstream's writes).
 async fn read_until(resp: &mut reqwest::Response, got: &mut String, want: &str) {
     while !got.contains(want) {
-        let chunk = tokio::time::timeout(GUARD, resp.chunk())
-            .await
-            .expect("event relayed")
-            .unwrap()
-            .expect("stream still open");
+        let chunk = next_chunk(resp).await.unwrap().expect("stream still open");
         got.push_str(std::str::from_utf8(&chunk).unwrap());
     }
 }
@@ -178,13 +181,8 @@ async fn sse_get_relays_chunked_events_sent_after_the_headers() {
     );
 
     conn.send(b"0\r\n\r\n").await;
-    let end = tokio::time::timeout(GUARD, resp.chunk())
-        .await
-        .expect("end relayed");
-    assert!(
-        end.unwrap().is_none(),
-        "the last chunk ends the client's body"
-    );
+    let end = next_chunk(&mut resp).await.unwrap();
+    assert!(end.is_none(), "the last chunk ends the client's body");
 }
 
 #[tokio::test]
@@ -256,13 +254,8 @@ async fn sse_get_relays_a_close_delimited_stream_and_its_end() {
     conn.send(b"data: two\n\n").await;
     read_until(&mut resp, &mut got, "data: two\n\n").await;
     drop(conn);
-    let end = tokio::time::timeout(GUARD, resp.chunk())
-        .await
-        .expect("end relayed");
-    assert!(
-        end.unwrap().is_none(),
-        "the upstream's close ends the client's body"
-    );
+    let end = next_chunk(&mut resp).await.unwrap();
+    assert!(end.is_none(), "the upstream's close ends the client's body");
     assert_eq!(got, "data: one\n\ndata: two\n\n");
 }
 
@@ -307,9 +300,7 @@ async fn rfc9112_7_1_malformed_chunk_size_ends_the_clients_stream_with_an_error(
     conn.send(b"b\r\ndata: one\n\n\r\n").await;
     read_until(&mut resp, &mut got, "data: one\n\n").await;
     conn.send(b"zz\r\ndata: two\n\n\r\n").await;
-    let next = tokio::time::timeout(GUARD, resp.chunk())
-        .await
-        .expect("stream ended");
+    let next = next_chunk(&mut resp).await;
     assert!(
         next.is_err(),
         "a malformed chunk must not end the body cleanly: {next:?}"
