@@ -6,6 +6,11 @@
 //! streams are never buffered (`X-Accel-Buffering: no`) and have no overall
 //! timeout, and dropping the client's response (a disconnect) drops the
 //! upstream response, which closes that upstream connection.
+//!
+//! [`HttpUpstream::forward`] chooses the client: the event stream a client
+//! opens with `GET` (`Accept: text/event-stream`) on an `http://` upstream
+//! goes through [`super::sse_relay`], which holds far less memory per idle
+//! stream; everything else through hyper's pooled client.
 
 use std::time::{Duration, Instant};
 
@@ -17,13 +22,16 @@ use http_body_util::BodyExt as _;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::{STRIPPED_RESPONSE_HEADERS, Tracked};
+use super::{STRIPPED_RESPONSE_HEADERS, Tracked, sse_relay};
 use crate::error::Reject;
 use crate::filter::{SseFilter, filter_json_body};
 use crate::metrics::Metrics;
 
 pub type Client =
     hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+
+/// How long a TCP connection to an upstream may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest JSON response read whole when it must be rewritten.
 const MAX_REWRITE: usize = 16 * 1024 * 1024;
@@ -33,7 +41,7 @@ pub fn client() -> Result<Client, std::io::Error> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()?
         .https_or_http()
@@ -111,13 +119,8 @@ impl HttpUpstream {
         metrics: &Metrics,
         route: &str,
     ) -> Result<Response<Body>, Reject> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(self.uri.clone())
-            .body(Body::from(body))
-            .map_err(|e| Reject::Upstream(e.to_string()))?;
-        let out = req.headers_mut();
-        copy_request_headers(headers, out, identity);
+        let mut out = HeaderMap::with_capacity(headers.len() + 4);
+        copy_request_headers(headers, &mut out, identity);
         if let Some(host) = self.uri.authority()
             && let Ok(v) = HeaderValue::from_str(host.as_str())
         {
@@ -125,86 +128,120 @@ impl HttpUpstream {
         }
 
         let started = Instant::now();
+        let observe_latency = || {
+            metrics
+                .upstream_latency
+                .get_or_create(&crate::metrics::RouteLabels {
+                    route: route.to_owned(),
+                })
+                .observe(started.elapsed().as_secs_f64());
+        };
+        if filter.is_none() && sse_relay::applies(&method, &out, &body, &self.uri) {
+            let resp = tokio::time::timeout(
+                self.timeout,
+                sse_relay::request(&self.uri, &out, CONNECT_TIMEOUT),
+            )
+            .await
+            .map_err(|_| Reject::UpstreamTimeout)?
+            .map_err(|e| Reject::Upstream(e.to_string()))?;
+            observe_latency();
+            return respond(resp, None, metrics).await;
+        }
+
+        let mut req = Request::builder()
+            .method(method)
+            .uri(self.uri.clone())
+            .body(Body::from(body))
+            .map_err(|e| Reject::Upstream(e.to_string()))?;
+        *req.headers_mut() = out;
         let resp = tokio::time::timeout(self.timeout, self.client.request(req))
             .await
             .map_err(|_| Reject::UpstreamTimeout)?
             .map_err(|e| Reject::Upstream(e.to_string()))?;
-        metrics
-            .upstream_latency
-            .get_or_create(&crate::metrics::RouteLabels {
-                route: route.to_owned(),
-            })
-            .observe(started.elapsed().as_secs_f64());
-
-        let (mut parts, incoming) = resp.into_parts();
-        for h in STRIPPED_RESPONSE_HEADERS {
-            parts.headers.remove(*h);
-        }
-        let is_sse = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("text/event-stream"));
-        let is_json = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/json"));
-
-        let body = match filter {
-            Some(ListFilter { id, kind, keep }) if is_json && parts.status.is_success() => {
-                let bytes = http_body_util::Limited::new(incoming, MAX_REWRITE)
-                    .collect()
-                    .await
-                    .map_err(|e| Reject::Upstream(e.to_string()))?
-                    .to_bytes();
-                parts.headers.remove(header::CONTENT_LENGTH);
-                match filter_json_body(&bytes, &id, kind, &keep) {
-                    Some(v) => Body::from(v),
-                    None => Body::from(bytes),
-                }
-            }
-            Some(ListFilter { id, kind, keep }) if is_sse => {
-                parts.headers.remove(header::CONTENT_LENGTH);
-                let state = (
-                    incoming.into_data_stream(),
-                    SseFilter::new(id, kind, keep),
-                    false,
-                );
-                let stream =
-                    futures_util::stream::unfold(state, |(mut s, mut f, ended)| async move {
-                        if ended {
-                            return None;
-                        }
-                        match s.next().await {
-                            Some(Ok(chunk)) => {
-                                let out = Bytes::from(f.push(&chunk));
-                                Some((Ok::<_, hyper::Error>(out), (s, f, false)))
-                            }
-                            Some(Err(e)) => Some((Err(e), (s, f, true))),
-                            None => {
-                                let rest = Bytes::from(f.finish());
-                                Some((Ok(rest), (s, f, true)))
-                            }
-                        }
-                    });
-                Body::new(Tracked::new(
-                    http_body_util::StreamBody::new(stream.map(|r| r.map(http_body::Frame::data)))
-                        .boxed_unsync(),
-                    metrics.active_streams.clone(),
-                ))
-            }
-            _ if is_sse => Body::new(Tracked::new(incoming, metrics.active_streams.clone())),
-            _ => Body::new(incoming),
-        };
-        if is_sse {
-            parts.headers.insert(
-                HeaderName::from_static("x-accel-buffering"),
-                HeaderValue::from_static("no"),
-            );
-        }
-        Ok(Response::from_parts(parts, body))
+        observe_latency();
+        respond(resp, filter, metrics).await
     }
+}
+
+/// Turns the upstream's response into the client's: hop-by-hop headers
+/// removed, `tools/list` (and the like) filtered, event streams unbuffered
+/// and counted while open.
+async fn respond<B>(
+    resp: Response<B>,
+    filter: Option<ListFilter>,
+    metrics: &Metrics,
+) -> Result<Response<Body>, Reject>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let (mut parts, incoming) = resp.into_parts();
+    for h in STRIPPED_RESPONSE_HEADERS {
+        parts.headers.remove(*h);
+    }
+    let is_sse = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    let is_json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+
+    let body = match filter {
+        Some(ListFilter { id, kind, keep }) if is_json && parts.status.is_success() => {
+            let bytes = http_body_util::Limited::new(incoming, MAX_REWRITE)
+                .collect()
+                .await
+                .map_err(|e| Reject::Upstream(e.to_string()))?
+                .to_bytes();
+            parts.headers.remove(header::CONTENT_LENGTH);
+            match filter_json_body(&bytes, &id, kind, &keep) {
+                Some(v) => Body::from(v),
+                None => Body::from(bytes),
+            }
+        }
+        Some(ListFilter { id, kind, keep }) if is_sse => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            let state = (
+                incoming.into_data_stream(),
+                SseFilter::new(id, kind, keep),
+                false,
+            );
+            let stream = futures_util::stream::unfold(state, |(mut s, mut f, ended)| async move {
+                if ended {
+                    return None;
+                }
+                match s.next().await {
+                    Some(Ok(chunk)) => {
+                        let out = Bytes::from(f.push(&chunk));
+                        Some((Ok(out), (s, f, false)))
+                    }
+                    Some(Err(e)) => Some((Err(e), (s, f, true))),
+                    None => {
+                        let rest = Bytes::from(f.finish());
+                        Some((Ok(rest), (s, f, true)))
+                    }
+                }
+            });
+            Body::new(Tracked::new(
+                http_body_util::StreamBody::new(stream.map(|r| r.map(http_body::Frame::data)))
+                    .boxed_unsync(),
+                metrics.active_streams.clone(),
+            ))
+        }
+        _ if is_sse => Body::new(Tracked::new(incoming, metrics.active_streams.clone())),
+        _ => Body::new(incoming),
+    };
+    if is_sse {
+        parts.headers.insert(
+            HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        );
+    }
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Copies the client's headers minus hop-by-hop headers, credentials and

@@ -2,6 +2,7 @@
 //! programs ([`stdio`]).
 
 pub mod http;
+pub mod sse_relay;
 pub mod stdio;
 
 use std::pin::Pin;

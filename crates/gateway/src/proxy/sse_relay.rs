@@ -1,0 +1,580 @@
+//! A hand-written HTTP/1.1 client for the long-lived event streams of
+//! `http://` upstreams: a `GET` with `Accept: text/event-stream` (the
+//! Streamable HTTP transport's server-to-client stream).
+//!
+//! Why not hyper: its client keeps about 25 KiB of fixed buffers per
+//! connection for as long as the response lives (an 8 KiB read buffer, an
+//! 8 KiB header write buffer and an 8.4 KiB block of the legacy client's
+//! dispatch channel), and an idle event stream lives for hours: with 10,000
+//! of them open, those buffers were the largest part of the gateway's
+//! memory. Here an open stream holds its socket and a few words of framing
+//! state. Nothing is buffered while it is idle: each read goes through a
+//! buffer on the stack and is handed on as one `Bytes` frame.
+//!
+//! It speaks only what such a request needs (RFC 9112): one request without
+//! a body and with `Connection: close` (the connection is never reused), a
+//! response head of at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`] fields
+//! (interim 1xx responses skipped), and a body delimited by
+//! `Content-Length`, by `chunked` (§7.1, [`ChunkedDecoder`]) or by the
+//! connection's close (§6.3). Any answer, event stream or not, is relayed.
+//! https upstreams keep using hyper and rustls.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Buf as _, Bytes};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
+use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Largest response head read (status line and fields).
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Most header fields in a response head (hyper's default too).
+pub const MAX_HEADERS: usize = 100;
+/// Largest read from the upstream socket, through a buffer on the stack.
+const READ_CHUNK: usize = 4096;
+/// Longest chunk-size line's extensions, and trailer section, skipped.
+const MAX_CHUNK_METADATA: usize = 4096;
+
+/// Whether [`request`] serves this request: a bodiless `GET` that accepts
+/// an event stream, to a plain-HTTP upstream.
+pub fn applies(method: &Method, headers: &HeaderMap, body: &[u8], uri: &Uri) -> bool {
+    *method == Method::GET
+        && body.is_empty()
+        && uri.scheme() == Some(&http::uri::Scheme::HTTP)
+        && headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|range| {
+                range
+                    .split(';')
+                    .next()
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
+            })
+}
+
+/// Sends `GET uri` with exactly `headers` (`Host` included) on a new
+/// connection and reads the response head. The caller bounds the whole
+/// call with the route's upstream timeout; the body has no timeout.
+pub async fn request(
+    uri: &Uri,
+    headers: &HeaderMap,
+    connect_timeout: Duration,
+) -> Result<http::Response<RelayBody>, io::Error> {
+    let host = uri
+        .host()
+        .ok_or_else(|| invalid_input("upstream URL has no host"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(80);
+    let mut stream = tokio::time::timeout(connect_timeout, TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(b"GET ");
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"connection: close\r\n\r\n");
+    stream.write_all(&head).await?;
+    drop(head);
+
+    let (mut parts, rest) = read_head(&mut stream).await?;
+    let framing = framing(&parts)?;
+    if matches!(framing, Framing::Chunked(_) | Framing::Close) {
+        // Re-framed towards the client: a length sent beside
+        // `Transfer-Encoding` must not reach it (RFC 9112 §6.3 item 3).
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
+    Ok(http::Response::from_parts(
+        parts,
+        RelayBody {
+            stream,
+            pending: rest,
+            framing,
+        },
+    ))
+}
+
+/// Reads one final response head; returns it and the body bytes read
+/// with it.
+async fn read_head(stream: &mut TcpStream) -> Result<(http::response::Parts, Bytes), io::Error> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "upstream closed the connection before a response",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some((parts, len)) = parse_head(&buf)? {
+            buf.drain(..len);
+            if parts.status.is_informational() {
+                if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                    return Err(invalid_data("upstream switched protocols unasked"));
+                }
+                continue;
+            }
+            // Copied: the body's first bytes must not keep the head's
+            // buffer alive for the stream's lifetime.
+            return Ok((parts, Bytes::copy_from_slice(&buf)));
+        }
+        if buf.len() >= MAX_HEAD {
+            return Err(invalid_data("upstream response head is too large"));
+        }
+    }
+}
+
+/// Parses a complete response head at the start of `buf`, with its length.
+fn parse_head(buf: &[u8]) -> Result<Option<(http::response::Parts, usize)>, io::Error> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut slots);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
+        Ok(httparse::Status::Complete(_)) => {
+            return Err(invalid_data("upstream response head is too large"));
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(invalid_data(format!("upstream response head: {e}"))),
+    };
+    let status = resp
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| invalid_data("upstream response has no valid status"))?;
+    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    for h in resp.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| invalid_data("upstream header name is invalid"))?;
+        let value = HeaderValue::from_bytes(h.value)
+            .map_err(|_| invalid_data("upstream header value is invalid"))?;
+        headers.append(name, value);
+    }
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = status;
+    parts.version = if resp.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    parts.headers = headers;
+    Ok(Some((parts, len)))
+}
+
+/// How the response body ends (RFC 9112 §6.3).
+#[derive(Debug)]
+enum Framing {
+    /// This many bytes remain.
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    /// Until the upstream closes the connection.
+    Close,
+}
+
+fn framing(parts: &http::response::Parts) -> Result<Framing, io::Error> {
+    if parts.status == StatusCode::NO_CONTENT || parts.status == StatusCode::NOT_MODIFIED {
+        return Ok(Framing::Length(0));
+    }
+    if let Some(last) = parts
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+    {
+        let chunked = last
+            .to_str()
+            .ok()
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
+        return Ok(if chunked {
+            Framing::Chunked(ChunkedDecoder::default())
+        } else {
+            Framing::Close
+        });
+    }
+    let mut length = None;
+    for v in parts.headers.get_all(header::CONTENT_LENGTH) {
+        let n = v
+            .to_str()
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| invalid_data("upstream Content-Length is invalid"))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(invalid_data("upstream sent differing Content-Lengths"));
+        }
+        length = Some(n);
+    }
+    Ok(length.map_or(Framing::Close, Framing::Length))
+}
+
+/// The upstream's response body. Dropping it (the client went away)
+/// closes the upstream connection.
+#[derive(Debug)]
+pub struct RelayBody {
+    stream: TcpStream,
+    /// Bytes read but not yet decoded.
+    pending: Bytes,
+    framing: Framing,
+}
+
+impl RelayBody {
+    fn is_done(&self) -> bool {
+        match &self.framing {
+            Framing::Length(n) => *n == 0,
+            Framing::Chunked(d) => d.is_done(),
+            Framing::Close => false,
+        }
+    }
+
+    /// The next bytes from the socket; empty at its end.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut buf = ReadBuf::new(&mut chunk);
+        ready!(Pin::new(&mut self.stream).poll_read(cx, &mut buf))?;
+        Poll::Ready(Ok(Bytes::copy_from_slice(buf.filled())))
+    }
+}
+
+impl http_body::Body for RelayBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        loop {
+            if this.is_done() {
+                return Poll::Ready(None);
+            }
+            if this.pending.is_empty() {
+                let read = ready!(this.poll_read(cx))?;
+                if read.is_empty() {
+                    return Poll::Ready(match this.framing {
+                        Framing::Close => None,
+                        _ => Some(Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "upstream closed the connection inside the body",
+                        ))),
+                    });
+                }
+                this.pending = read;
+            }
+            let data = match &mut this.framing {
+                Framing::Close => std::mem::take(&mut this.pending),
+                Framing::Length(remaining) => {
+                    let n = usize::try_from(*remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(this.pending.len());
+                    *remaining -= n as u64;
+                    // Bytes past the declared length are dropped with the
+                    // connection.
+                    let data = this.pending.split_to(n);
+                    if *remaining == 0 {
+                        this.pending = Bytes::new();
+                    }
+                    data
+                }
+                Framing::Chunked(decoder) => match decoder.decode(&mut this.pending)? {
+                    Some(data) => data,
+                    None => {
+                        // An emptied `Bytes` still holds its allocation.
+                        this.pending = Bytes::new();
+                        continue;
+                    }
+                },
+            };
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// Decodes the chunked transfer coding (RFC 9112 §7.1) incrementally, with
+/// no buffer: data is handed on as slices of the input; chunk extensions
+/// and trailer fields are skipped (at most [`MAX_CHUNK_METADATA`] bytes per
+/// extension list or trailer section).
+#[derive(Debug, Default)]
+pub struct ChunkedDecoder {
+    state: ChunkState,
+    /// Extension or trailer bytes skipped so far on this line or section.
+    skipped: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Before the first digit of a chunk size.
+    #[default]
+    SizeStart,
+    /// In the chunk size, with its value so far.
+    Size(u64),
+    /// Whitespace after the size (BWS before `;`).
+    SizeWhitespace(u64),
+    /// After `;`: skipping to the line's CR.
+    Extension(u64),
+    SizeLf(u64),
+    /// This many data bytes remain in the chunk.
+    Data(u64),
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line, or of the final CRLF.
+    TrailerStart,
+    Trailer,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+impl ChunkedDecoder {
+    pub fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Consumes `input` up to the end of the next chunk data it holds and
+    /// returns that data (a slice of `input`); `None` once `input` is used
+    /// up or the body is complete (bytes after the end are dropped). A
+    /// malformed coding is an `InvalidData` error.
+    pub fn decode(&mut self, input: &mut Bytes) -> Result<Option<Bytes>, io::Error> {
+        loop {
+            match self.state {
+                ChunkState::Done => {
+                    *input = Bytes::new();
+                    return Ok(None);
+                }
+                _ if input.is_empty() => return Ok(None),
+                ChunkState::Data(remaining) => {
+                    let n = usize::try_from(remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(input.len());
+                    let left = remaining - n as u64;
+                    self.state = if left == 0 {
+                        ChunkState::DataCr
+                    } else {
+                        ChunkState::Data(left)
+                    };
+                    return Ok(Some(input.split_to(n)));
+                }
+                state => {
+                    let b = input[0];
+                    input.advance(1);
+                    self.state = self.step(state, b)?;
+                }
+            }
+        }
+    }
+
+    /// The state after byte `b` outside chunk data.
+    fn step(&mut self, state: ChunkState, b: u8) -> Result<ChunkState, io::Error> {
+        use ChunkState as S;
+        Ok(match (state, b) {
+            (S::SizeStart, _) => S::Size(hex_digit(b)?),
+            (S::Size(n) | S::SizeWhitespace(n), b'\r') => S::SizeLf(n),
+            (S::Size(n) | S::SizeWhitespace(n), b' ' | b'\t') => S::SizeWhitespace(n),
+            (S::Size(n) | S::SizeWhitespace(n), b';') => {
+                self.skipped = 0;
+                S::Extension(n)
+            }
+            (S::Size(n), _) => S::Size(
+                n.checked_mul(16)
+                    .zip(hex_digit(b).ok())
+                    .and_then(|(n, d)| n.checked_add(d))
+                    .ok_or_else(|| malformed("chunk size is not a hexadecimal u64"))?,
+            ),
+            (S::Extension(n), b'\r') => S::SizeLf(n),
+            (S::Extension(_), b'\n') => return Err(malformed("bare LF in a chunk extension")),
+            (S::Extension(n), _) => {
+                self.skip()?;
+                S::Extension(n)
+            }
+            (S::SizeLf(0), b'\n') => {
+                self.skipped = 0;
+                S::TrailerStart
+            }
+            (S::SizeLf(n), b'\n') => S::Data(n),
+            (S::DataCr, b'\r') => S::DataLf,
+            (S::DataLf, b'\n') => S::SizeStart,
+            (S::TrailerStart, b'\r') => S::EndLf,
+            (S::Trailer, b'\r') => S::TrailerLf,
+            (S::TrailerStart | S::Trailer, b'\n') => {
+                return Err(malformed("bare LF in the trailer section"));
+            }
+            (S::TrailerStart | S::Trailer, _) => {
+                self.skip()?;
+                S::Trailer
+            }
+            (S::TrailerLf, b'\n') => S::TrailerStart,
+            (S::EndLf, b'\n') => S::Done,
+            // A missing CRLF, or a bad byte after the size; `decode`
+            // handles `Data` and `Done` itself.
+            _ => return Err(malformed("expected CRLF")),
+        })
+    }
+
+    fn skip(&mut self) -> Result<(), io::Error> {
+        self.skipped += 1;
+        if self.skipped > MAX_CHUNK_METADATA {
+            return Err(malformed("chunk extension or trailer section too long"));
+        }
+        Ok(())
+    }
+}
+
+fn hex_digit(b: u8) -> Result<u64, io::Error> {
+    char::from(b)
+        .to_digit(16)
+        .map(u64::from)
+        .ok_or_else(|| malformed("chunk size is not a hexadecimal u64"))
+}
+
+fn malformed(what: &'static str) -> io::Error {
+    invalid_data(format!("upstream chunked body: {what}"))
+}
+
+fn invalid_data(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+fn invalid_input(msg: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Decodes `input` fed in pieces of `piece` bytes; the data and whether
+    /// the body ended.
+    fn decode(input: &[u8], piece: usize) -> Result<(Vec<u8>, bool), io::Error> {
+        let mut d = ChunkedDecoder::default();
+        let mut out = Vec::new();
+        for part in input.chunks(piece.max(1)) {
+            let mut part = Bytes::copy_from_slice(part);
+            while let Some(data) = d.decode(&mut part)? {
+                out.extend_from_slice(&data);
+            }
+        }
+        Ok((out, d.is_done()))
+    }
+
+    #[test]
+    fn rfc9112_7_1_chunked_body_with_extensions_and_trailers() {
+        let body = b"5\r\nhello\r\n7;name=\"v\" ; x\r\n, world\r\nA \r\n0123456789\r\n\
+                     0\r\nexpires: never\r\nx: y\r\n\r\n";
+        for piece in [1, 2, 3, 7, body.len()] {
+            let (data, done) = decode(body, piece).unwrap();
+            assert_eq!(data, b"hello, world0123456789", "pieces of {piece}");
+            assert!(done, "pieces of {piece}");
+        }
+    }
+
+    #[test]
+    fn rfc9112_7_1_body_is_incomplete_until_the_last_chunk_and_final_crlf() {
+        for partial in [
+            &b"5\r\nhello\r\n"[..],
+            b"5\r\nhel",
+            b"0\r\n",
+            b"0\r\nx: y\r\n",
+        ] {
+            assert!(!decode(partial, 64).unwrap().1, "{partial:?}");
+        }
+        assert!(decode(b"000\r\n\r\n", 64).unwrap().1);
+    }
+
+    #[test]
+    fn rfc9112_7_1_malformed_chunk_sizes_are_errors() {
+        for bad in [
+            &b"\r\n"[..],             // no digits
+            b"zz\r\nhi\r\n",          // not hexadecimal
+            b"-1\r\n",                // sign
+            b"0x5\r\nhello\r\n",      // prefix
+            b"5 5\r\nhello\r\n",      // digits after whitespace
+            b"5\nhello\r\n",          // bare LF
+            b"5;ext\nhello\r\n",      // bare LF after an extension
+            b"10000000000000000\r\n", // 2^64: overflows u64
+            b"5\r\nhelloXX",          // no CRLF after the data
+        ] {
+            let e = decode(bad, 64).expect_err(&format!("{bad:?} must be refused"));
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{bad:?}");
+        }
+        assert!(decode(b"ffffffffffffffff\r\n", 64).is_ok(), "u64::MAX fits");
+    }
+
+    #[test]
+    fn chunk_extensions_and_trailers_are_bounded() {
+        let mut long_ext = b"1;".to_vec();
+        long_ext.extend(std::iter::repeat_n(b'a', MAX_CHUNK_METADATA + 1));
+        assert!(decode(&long_ext, 512).is_err());
+        let mut long_trailer = b"0\r\n".to_vec();
+        long_trailer.extend(std::iter::repeat_n(b'a', MAX_CHUNK_METADATA + 1));
+        assert!(decode(&long_trailer, 512).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn chunked_decoding_does_not_depend_on_how_reads_split_the_input(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..40), 0..8),
+            piece in 1usize..50,
+        ) {
+            let mut body = Vec::new();
+            for c in &chunks {
+                body.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                body.extend_from_slice(c);
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"0\r\n\r\n");
+            let (data, done) = decode(&body, piece).unwrap();
+            prop_assert_eq!(data, chunks.concat());
+            prop_assert!(done);
+        }
+    }
+
+    #[test]
+    fn relay_serves_get_event_streams_to_plain_http_only() {
+        let uri: Uri = "http://127.0.0.1:9/mcp".parse().unwrap();
+        let accept = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT, HeaderValue::from_static(v));
+            h
+        };
+        let sse = accept("application/json, Text/Event-Stream;q=0.9");
+        assert!(applies(&Method::GET, &sse, b"", &uri));
+        assert!(!applies(&Method::POST, &sse, b"", &uri));
+        assert!(!applies(&Method::GET, &sse, b"x", &uri));
+        assert!(!applies(
+            &Method::GET,
+            &accept("application/json"),
+            b"",
+            &uri
+        ));
+        let https: Uri = "https://127.0.0.1:9/mcp".parse().unwrap();
+        assert!(!applies(&Method::GET, &sse, b"", &https));
+    }
+}
