@@ -356,7 +356,10 @@ fn remembered_decisions_follow_every_field_of_the_request() {
         r
     };
     let mut changed = vec![
-        ("client_id", with(&|r| r.principal.client_id = Some("other"))),
+        (
+            "client_id",
+            with(&|r| r.principal.client_id = Some("other")),
+        ),
         ("issuer", with(&|r| r.principal.issuer = None)),
         ("client_ip", with(&|r| r.context.client_ip = ip(2))),
         ("no client_ip", with(&|r| r.context.client_ip = None)),

@@ -35,7 +35,8 @@ const INSERT_RECORD: &str = "INSERT INTO audit_records (chain_id, seq, time_ms, 
     subject, client_id, method, name, outcome, reason, policy_ids, args_digest, latency_us, \
     peer, details, prev_hash, hash, tag) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
-const UPDATE_HEAD: &str = "UPDATE audit_heads SET seq = ?2, hash = ?3, tag = ?4 WHERE chain_id = ?1";
+const UPDATE_HEAD: &str =
+    "UPDATE audit_heads SET seq = ?2, hash = ?3, tag = ?4 WHERE chain_id = ?1";
 const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints \
     (chain_id, seq, hash, time_ms, tag) VALUES (?1, ?2, ?3, ?4, ?5) \
     ON CONFLICT (chain_id, seq) DO NOTHING";
