@@ -6,9 +6,9 @@
 //! next one gathers, so under load a single commit (one fsync) serves many
 //! requests. The writer runs on a thread of its own, so that sealing records
 //! (hashes, MACs) and, on SQLite, the database work itself stay off the
-//! runtime's workers, which serve requests. [`AuditLog::append`] returns only once its record is durable;
-//! [`AuditLog::append_nowait`] queues without waiting (same chain, same
-//! order, no acknowledgement).
+//! runtime's workers, which serve requests. [`AuditLog::append`] returns
+//! only once its record is durable; [`AuditLog::append_nowait`] queues
+//! without waiting (same chain, same order, no acknowledgement).
 //!
 //! Failure is loud and quick: a full queue is [`AuditError::Overloaded`]
 //! at once, a failed commit [`AuditError::Write`] for every record of the
