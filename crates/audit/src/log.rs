@@ -56,6 +56,10 @@ pub struct AuditConfig {
     pub append_timeout: Duration,
     /// While the store fails, how often the writer probes it (default 1 s).
     pub retry_interval: Duration,
+    /// When a batch starts with others already queued behind its first
+    /// event, how long the writer waits for more before committing
+    /// (default 200 µs; zero: never). A lone caller never waits.
+    pub commit_delay: Duration,
     /// Where committed records are copied as JSON lines, if anywhere.
     pub sink: Option<SinkTarget>,
 }
@@ -70,6 +74,7 @@ impl Default for AuditConfig {
             checkpoint_interval: Duration::from_secs(10),
             append_timeout: Duration::from_secs(5),
             retry_interval: Duration::from_secs(1),
+            commit_delay: Duration::from_micros(200),
             sink: None,
         }
     }
@@ -179,6 +184,7 @@ impl AuditLog {
             checkpoint_every: config.checkpoint_every,
             checkpoint_interval: config.checkpoint_interval,
             retry_interval: config.retry_interval,
+            commit_delay: config.commit_delay,
             last_checkpoint: Instant::now(),
             writer_id: writer_id.clone(),
         };
@@ -303,6 +309,7 @@ struct Writer {
     checkpoint_every: u64,
     checkpoint_interval: Duration,
     retry_interval: Duration,
+    commit_delay: Duration,
     last_checkpoint: Instant,
     writer_id: String,
 }
@@ -329,15 +336,16 @@ impl Writer {
                 Some(Msg::Shutdown(ack)) => stop = Some(ack),
                 Some(Msg::Event(ev, ack)) => batch.push((ev, ack)),
             }
-            // Callers just answered are re-queueing: one yield lets them
-            // join this batch instead of making a small one of their own.
-            tokio::task::yield_now().await;
-            while stop.is_none() && batch.len() < self.max_batch {
-                match self.rx.try_recv() {
-                    Ok(Msg::Event(ev, ack)) => batch.push((ev, ack)),
-                    Ok(Msg::Shutdown(ack)) => stop = Some(ack),
-                    Err(_) => break,
-                }
+            self.drain(&mut batch, &mut stop);
+            // Others were queued with it: callers are appending
+            // concurrently, and the ones just answered are about to again.
+            // Waiting a moment lets them join this batch rather than pay for
+            // a commit of their own (PostgreSQL's `commit_delay`); a lone
+            // caller is not made to wait. A blocking sleep: this is the
+            // writer's own thread.
+            if batch.len() >= 2 && !self.commit_delay.is_zero() && stop.is_none() {
+                std::thread::sleep(self.commit_delay);
+                self.drain(&mut batch, &mut stop);
             }
             if !batch.is_empty() {
                 // Failures were answered to each caller.
@@ -390,6 +398,17 @@ impl Writer {
             failed = self.shared.failed.load(Ordering::Relaxed),
             "audit writer stopped"
         );
+    }
+
+    /// Moves what is queued into `batch`, up to the batch size or a stop.
+    fn drain(&mut self, batch: &mut Vec<(Event, Option<Ack>)>, stop: &mut Option<Ack>) {
+        while stop.is_none() && batch.len() < self.max_batch {
+            match self.rx.try_recv() {
+                Ok(Msg::Event(ev, ack)) => batch.push((ev, ack)),
+                Ok(Msg::Shutdown(ack)) => *stop = Some(ack),
+                Err(_) => break,
+            }
+        }
     }
 
     /// Appends `batch` in one transaction and answers its callers.
