@@ -343,7 +343,11 @@ impl Writer {
             // a commit of their own (PostgreSQL's `commit_delay`); a lone
             // caller is not made to wait. A blocking sleep: this is the
             // writer's own thread.
-            if batch.len() >= 2 && !self.commit_delay.is_zero() && stop.is_none() {
+            if batch.len() >= 2
+                && batch.len() < self.max_batch
+                && !self.commit_delay.is_zero()
+                && stop.is_none()
+            {
                 std::thread::sleep(self.commit_delay);
                 self.drain(&mut batch, &mut stop);
             }
