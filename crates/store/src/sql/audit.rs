@@ -20,9 +20,9 @@ use crate::{
 
 /// `audit_records` columns, in the order of [`bind_record!`] and
 /// [`record_from_row!`].
-const COLUMNS: &str = "chain_id, seq, time_ms, kind, route, subject, client_id, method, name, \
+pub(super) const COLUMNS: &str = "chain_id, seq, time_ms, kind, route, subject, client_id, method, name, \
     outcome, reason, policy_ids, args_digest, latency_us, peer, details, prev_hash, hash, tag";
-const COLUMN_COUNT: usize = 19;
+pub(super) const COLUMN_COUNT: usize = 19;
 /// PostgreSQL: rows per INSERT statement: a batch is inserted in statements
 /// of these sizes (greedily, largest first), so each connection prepares
 /// three statements rather than one per batch size (a prepare is a round

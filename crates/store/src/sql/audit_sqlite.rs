@@ -20,21 +20,25 @@
 //! unused, while it writes (see `SqlStore::append_audit`).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::SQLITE_BUSY_TIMEOUT;
-use super::audit::check_sealed;
+use super::audit::{COLUMN_COUNT, COLUMNS, check_sealed};
 use crate::{AuditHead, AuditRecord, AuditSealer, SealedBatch, StoreError};
 
 const SELECT_HEAD: &str = "SELECT seq, hash, tag FROM audit_heads WHERE chain_id = ?1";
 const INSERT_GENESIS_HEAD: &str =
     "INSERT INTO audit_heads (chain_id, seq, hash, tag) VALUES (?1, 0, ?2, '')";
-const INSERT_RECORD: &str = "INSERT INTO audit_records (chain_id, seq, time_ms, kind, route, \
-    subject, client_id, method, name, outcome, reason, policy_ids, args_digest, latency_us, \
-    peer, details, prev_hash, hash, tag) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+/// One row, `?1` … `?19` in [`COLUMNS`] order (the order `append` binds).
+static INSERT_RECORD: LazyLock<String> = LazyLock::new(|| {
+    let params: Vec<String> = (1..=COLUMN_COUNT).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT INTO audit_records ({COLUMNS}) VALUES ({})",
+        params.join(", ")
+    )
+});
 const UPDATE_HEAD: &str =
     "UPDATE audit_heads SET seq = ?2, hash = ?3, tag = ?4 WHERE chain_id = ?1";
 const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints \
@@ -45,18 +49,14 @@ const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints \
 /// append (the store has created and migrated the file by then).
 pub(super) struct AuditConnection {
     path: PathBuf,
-    open: Mutex<Option<Open>>,
-}
-
-struct Open {
-    conn: Connection,
+    conn: Mutex<Option<Connection>>,
 }
 
 impl AuditConnection {
     pub(super) fn new(path: &Path) -> Self {
         Self {
             path: path.to_owned(),
-            open: Mutex::new(None),
+            conn: Mutex::new(None),
         }
     }
 
@@ -70,37 +70,35 @@ impl AuditConnection {
     ) -> Result<SealedBatch, StoreError> {
         // A panic while appending left no transaction open (dropping it
         // rolled back), so the connection is fine to reuse.
-        let mut open = self
-            .open
+        let mut conn = self
+            .conn
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let open = match &mut *open {
-            Some(open) => open,
-            none => none.insert(Open::new(&self.path)?),
+        let conn = match &mut *conn {
+            Some(conn) => conn,
+            none => none.insert(open(&self.path)?),
         };
-        append(&mut open.conn, chain_id, records, sealer)
+        append(conn, chain_id, records, sealer)
     }
 }
 
-impl Open {
-    fn new(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
-        // The store put the file in WAL mode, which persists.
-        let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::InvalidRecord(
-                "the SQLite database is not in WAL mode",
-            ));
-        }
-        // As the store's connections: an acknowledged record survives a
-        // power loss.
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        Ok(Self { conn })
+fn open(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
+    // The store put the file in WAL mode, which persists.
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::InvalidRecord(
+            "the SQLite database is not in WAL mode",
+        ));
     }
+    // As the store's connections: an acknowledged record survives a
+    // power loss.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
 }
 
 fn append(
@@ -136,7 +134,7 @@ fn append(
     let sealed = sealer.seal(&head, records);
     check_sealed(chain_id, &head, records, &sealed)?;
     {
-        let mut insert = tx.prepare_cached(INSERT_RECORD)?;
+        let mut insert = tx.prepare_cached(&INSERT_RECORD)?;
         for r in records.iter() {
             insert
                 .execute(params![
