@@ -1,28 +1,42 @@
-//! A hand-written HTTP/1.1 client for the long-lived event streams of
-//! `http://` upstreams: a `GET` with `Accept: text/event-stream` (the
-//! Streamable HTTP transport's server-to-client stream).
+//! A hand-written HTTP/1.1 client for `http://` upstreams (https upstreams
+//! keep using hyper and rustls).
 //!
-//! Why not hyper: its client keeps about 25 KiB of fixed buffers per
-//! connection for as long as the response lives (an 8 KiB read buffer, an
-//! 8 KiB header write buffer and an 8.4 KiB block of the legacy client's
-//! dispatch channel), and an idle event stream lives for hours: with 10,000
-//! of them open, those buffers were the largest part of the gateway's
-//! memory. Here an open stream holds its socket and a few words of framing
-//! state. Nothing is buffered while it is idle: each read goes through a
-//! buffer on the stack and is handed on as one `Bytes` frame.
+//! Two uses:
 //!
-//! It speaks only what such a request needs (RFC 9112): one request without
-//! a body and with `Connection: close` (the connection is never reused), a
-//! response head of at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`] fields
-//! (interim 1xx responses skipped), and a body delimited by
-//! `Content-Length`, by `chunked` (§7.1, [`ChunkedDecoder`]) or by the
-//! connection's close (§6.3). Any answer, event stream or not, is relayed.
-//! https upstreams keep using hyper and rustls.
+//! - [`request`]: the long-lived event stream a client opens with `GET`
+//!   and `Accept: text/event-stream` (the Streamable HTTP transport's
+//!   server-to-client stream), on a connection of its own with
+//!   `Connection: close`. Why not hyper: its client keeps about 25 KiB of
+//!   fixed buffers per connection for as long as the response lives (an
+//!   8 KiB read buffer, an 8 KiB header write buffer and an 8.4 KiB block
+//!   of the legacy client's dispatch channel), and an idle event stream
+//!   lives for hours: with 10,000 of them open, those buffers were the
+//!   largest part of the gateway's memory. Here an open stream holds its
+//!   socket and a few words of framing state. Nothing is buffered while it
+//!   is idle: each read goes through a buffer on the stack and is handed
+//!   on as one `Bytes` frame.
+//! - [`exchange`]: every other request (the `POST`s that carry MCP
+//!   messages), on keep-alive connections from a [`Pool`]. Why not hyper:
+//!   its pooled client runs each connection as a task of its own, so every
+//!   request crosses two channels and two task wake-ups (request to the
+//!   connection task, response and body back), plus the pool's checkout
+//!   and key hashing; here the request's own task writes the request and
+//!   reads the answer, which cost measurably less CPU per proxied request
+//!   (see `crates/bench/README.md`).
+//!
+//! It speaks only what these requests need (RFC 9112): one request at a
+//! time per connection (no pipelining), a response head of at most
+//! [`MAX_HEAD`] bytes and [`MAX_HEADERS`] fields (interim 1xx responses
+//! skipped), and a body delimited by `Content-Length`, by `chunked` (§7.1,
+//! [`ChunkedDecoder`]) or by the connection's close (§6.3). A connection
+//! goes back to the pool only when its response was read to its exact end
+//! under HTTP/1.1 without `Connection: close`.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf as _, Bytes};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
@@ -66,16 +80,7 @@ pub async fn request(
     headers: &HeaderMap,
     connect_timeout: Duration,
 ) -> Result<http::Response<RelayBody>, io::Error> {
-    let host = uri
-        .host()
-        .ok_or_else(|| invalid_input("upstream URL has no host"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(80);
-    let mut stream = tokio::time::timeout(connect_timeout, TcpStream::connect((host, port)))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.set_nodelay(true)?;
-
+    let mut stream = connect(uri, connect_timeout).await?;
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"GET ");
@@ -101,11 +106,181 @@ pub async fn request(
     Ok(http::Response::from_parts(
         parts,
         RelayBody {
-            stream,
+            stream: Some(stream),
             pending: rest,
             framing,
+            pool: None,
         },
     ))
+}
+
+/// Idle keep-alive connections to one upstream, newest last.
+#[derive(Debug)]
+pub struct Pool {
+    idle: Mutex<Vec<(TcpStream, Instant)>>,
+}
+
+/// Idle connections kept per upstream at most (as hyper's pool was set).
+const MAX_IDLE: usize = 256;
+/// An idle connection older than this is closed rather than reused (the
+/// upstream may have given up on it).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+impl Pool {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The newest idle connection that still looks open: the upstream has
+    /// not closed it or sent anything unasked.
+    fn take(&self) -> Option<TcpStream> {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while let Some((stream, since)) = idle.pop() {
+            if since.elapsed() > IDLE_TIMEOUT {
+                // The rest are older still.
+                idle.clear();
+                return None;
+            }
+            let mut probe = [0u8; 1];
+            if let Err(e) = stream.try_read(&mut probe)
+                && e.kind() == io::ErrorKind::WouldBlock
+            {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    /// Keeps `stream` for reuse, closing the connections that have been
+    /// idle too long (the oldest come first).
+    fn put(&self, stream: TcpStream) {
+        let now = Instant::now();
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let stale = idle
+            .iter()
+            .take_while(|(_, since)| now.duration_since(*since) > IDLE_TIMEOUT)
+            .count();
+        idle.drain(..stale);
+        if idle.len() < MAX_IDLE {
+            idle.push((stream, now));
+        }
+    }
+}
+
+/// Sends `method uri` with exactly `headers` (`Host` included) and `body`
+/// on a pooled connection (or a new one) and reads the response head; the
+/// body is read as the client consumes it, and the connection returns to
+/// `pool` at its end. The caller bounds the whole call with the route's
+/// upstream timeout.
+///
+/// A reused connection that the upstream had closed (it may close an idle
+/// connection at any moment) fails before any byte of a response arrives;
+/// the request is then sent once more on a new connection, as hyper's
+/// client and browsers do.
+pub async fn exchange(
+    pool: &Arc<Pool>,
+    uri: &Uri,
+    method: &Method,
+    headers: &HeaderMap,
+    body: &[u8],
+    connect_timeout: Duration,
+) -> Result<http::Response<RelayBody>, io::Error> {
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut message = Vec::with_capacity(256 + body.len());
+    message.extend_from_slice(method.as_str().as_bytes());
+    message.push(b' ');
+    message.extend_from_slice(target.as_bytes());
+    message.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        message.extend_from_slice(name.as_str().as_bytes());
+        message.extend_from_slice(b": ");
+        message.extend_from_slice(value.as_bytes());
+        message.extend_from_slice(b"\r\n");
+    }
+    if !body.is_empty() || *method == Method::POST {
+        message.extend_from_slice(b"content-length: ");
+        message.extend_from_slice(body.len().to_string().as_bytes());
+        message.extend_from_slice(b"\r\n");
+    }
+    message.extend_from_slice(b"\r\n");
+    message.extend_from_slice(body);
+
+    let mut reused = pool.take();
+    loop {
+        let was_reused = reused.is_some();
+        let mut stream = match reused.take() {
+            Some(stream) => stream,
+            None => connect(uri, connect_timeout).await?,
+        };
+        let head = match stream.write_all(&message).await {
+            Ok(()) => read_head(&mut stream).await,
+            Err(e) => Err(e),
+        };
+        let (mut parts, rest) = match head {
+            Ok(head) => head,
+            Err(e) if was_reused && closed_before_answering(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        let framing = framing(&parts)?;
+        if matches!(framing, Framing::Chunked(_) | Framing::Close) {
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
+        let reusable = parts.version == Version::HTTP_11
+            && !matches!(framing, Framing::Close)
+            && !parts
+                .headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case("close"));
+        let mut body = RelayBody {
+            stream: Some(stream),
+            pending: rest,
+            framing,
+            pool: reusable.then(|| pool.clone()),
+        };
+        // A body that is already complete (none, or read with the head)
+        // frees its connection now: the client's side may never poll it.
+        body.release();
+        return Ok(http::Response::from_parts(parts, body));
+    }
+}
+
+/// The errors of a connection the peer had already closed when the request
+/// was written to it: nothing of a response was read.
+/// (`read_head` reports an error after part of a head as invalid data.)
+fn closed_before_answering(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}
+
+const NO_RESPONSE: &str = "upstream closed the connection before a response";
+
+async fn connect(uri: &Uri, connect_timeout: Duration) -> Result<TcpStream, io::Error> {
+    let host = uri
+        .host()
+        .ok_or_else(|| invalid_input("upstream URL has no host"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = tokio::time::timeout(connect_timeout, TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 /// Reads one final response head; returns it and the body bytes read
@@ -114,12 +289,17 @@ async fn read_head(stream: &mut TcpStream) -> Result<(http::response::Parts, Byt
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     loop {
-        let n = stream.read(&mut chunk).await?;
+        let n = match stream.read(&mut chunk).await {
+            Ok(n) => n,
+            Err(e) if buf.is_empty() => return Err(e),
+            Err(e) => return Err(invalid_data(format!("upstream response head: {e}"))),
+        };
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "upstream closed the connection before a response",
-            ));
+            return Err(if buf.is_empty() {
+                io::Error::new(io::ErrorKind::UnexpectedEof, NO_RESPONSE)
+            } else {
+                invalid_data("upstream closed the connection inside the response head")
+            });
         }
         buf.extend_from_slice(&chunk[..n]);
         while let Some((parts, len)) = parse_head(&buf)? {
@@ -226,10 +406,20 @@ fn framing(parts: &http::response::Parts) -> Result<Framing, io::Error> {
 /// closes the upstream connection.
 #[derive(Debug)]
 pub struct RelayBody {
-    stream: TcpStream,
+    /// `None` once the connection went back to the pool.
+    stream: Option<TcpStream>,
     /// Bytes read but not yet decoded.
     pending: Bytes,
     framing: Framing,
+    /// Where the connection goes when the body was read to its exact end
+    /// (`None`: it is closed with the body).
+    pool: Option<Arc<Pool>>,
+}
+
+impl Drop for RelayBody {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 impl RelayBody {
@@ -241,11 +431,26 @@ impl RelayBody {
         }
     }
 
+    /// Hands the connection back to the pool if the response was read to
+    /// its exact end (nothing after it) and the connection may be reused.
+    fn release(&mut self) {
+        if self.is_done()
+            && self.pending.is_empty()
+            && let Some(pool) = self.pool.take()
+            && let Some(stream) = self.stream.take()
+        {
+            pool.put(stream);
+        }
+    }
+
     /// The next bytes from the socket; empty at its end.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Poll::Ready(Ok(Bytes::new()));
+        };
         let mut chunk = [0u8; READ_CHUNK];
         let mut buf = ReadBuf::new(&mut chunk);
-        ready!(Pin::new(&mut self.stream).poll_read(cx, &mut buf))?;
+        ready!(Pin::new(stream).poll_read(cx, &mut buf))?;
         Poll::Ready(Ok(Bytes::copy_from_slice(buf.filled())))
     }
 }
@@ -261,6 +466,7 @@ impl http_body::Body for RelayBody {
         let this = self.get_mut();
         loop {
             if this.is_done() {
+                this.release();
                 return Poll::Ready(None);
             }
             if this.pending.is_empty() {
@@ -283,10 +489,13 @@ impl http_body::Body for RelayBody {
                         .unwrap_or(usize::MAX)
                         .min(this.pending.len());
                     *remaining -= n as u64;
-                    // Bytes past the declared length are dropped with the
-                    // connection.
                     let data = this.pending.split_to(n);
                     if *remaining == 0 {
+                        // Bytes past the declared length are dropped with
+                        // the connection, which is not reused.
+                        if !this.pending.is_empty() {
+                            this.pool = None;
+                        }
                         this.pending = Bytes::new();
                     }
                     data
@@ -294,6 +503,11 @@ impl http_body::Body for RelayBody {
                 Framing::Chunked(decoder) => match decoder.decode(&mut this.pending)? {
                     Some(data) => data,
                     None => {
+                        // Bytes after the last chunk are dropped with the
+                        // connection, which is not reused.
+                        if !this.pending.is_empty() {
+                            this.pool = None;
+                        }
                         // An emptied `Bytes` still holds its allocation.
                         this.pending = Bytes::new();
                         continue;
@@ -358,15 +572,12 @@ impl ChunkedDecoder {
 
     /// Consumes `input` up to the end of the next chunk data it holds and
     /// returns that data (a slice of `input`); `None` once `input` is used
-    /// up or the body is complete (bytes after the end are dropped). A
-    /// malformed coding is an `InvalidData` error.
+    /// up or the body is complete (bytes after the end are left in
+    /// `input`). A malformed coding is an `InvalidData` error.
     pub fn decode(&mut self, input: &mut Bytes) -> Result<Option<Bytes>, io::Error> {
         loop {
             match self.state {
-                ChunkState::Done => {
-                    *input = Bytes::new();
-                    return Ok(None);
-                }
+                ChunkState::Done => return Ok(None),
                 _ if input.is_empty() => return Ok(None),
                 ChunkState::Data(remaining) => {
                     let n = usize::try_from(remaining)

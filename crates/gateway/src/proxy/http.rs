@@ -7,10 +7,12 @@
 //! timeout, and dropping the client's response (a disconnect) drops the
 //! upstream response, which closes that upstream connection.
 //!
-//! [`HttpUpstream::forward`] chooses the client: the event stream a client
-//! opens with `GET` (`Accept: text/event-stream`) on an `http://` upstream
-//! goes through [`super::sse_relay`], which holds far less memory per idle
-//! stream; everything else through hyper's pooled client.
+//! [`HttpUpstream::forward`] chooses the client: `http://` upstreams get
+//! the gateway's own HTTP/1.1 client ([`super::h1`]: the event stream a
+//! client opens with `GET` on a connection of its own, which holds far
+//! less memory per idle stream, everything else on pooled keep-alive
+//! connections, which costs less CPU per request); `https://` upstreams
+//! hyper's pooled client with rustls.
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +24,7 @@ use http_body_util::BodyExt as _;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::{STRIPPED_RESPONSE_HEADERS, Tracked, sse_relay};
+use super::{STRIPPED_RESPONSE_HEADERS, Tracked, h1};
 use crate::error::Reject;
 use crate::filter::{SseFilter, filter_json_body};
 use crate::metrics::Metrics;
@@ -59,6 +61,8 @@ pub fn client() -> Result<Client, std::io::Error> {
 pub struct HttpUpstream {
     uri: Uri,
     client: Client,
+    /// Keep-alive connections of the gateway's own client (`http://` only).
+    pool: Option<std::sync::Arc<h1::Pool>>,
     timeout: Duration,
 }
 
@@ -100,9 +104,11 @@ impl HttpUpstream {
         let uri: Uri = url
             .parse()
             .map_err(|e| format!("upstream_url {url:?}: {e}"))?;
+        let pool = (uri.scheme() == Some(&http::uri::Scheme::HTTP)).then(h1::Pool::new);
         Ok(Self {
             uri,
             client,
+            pool,
             timeout: Duration::from_secs(timeout_secs),
         })
     }
@@ -136,16 +142,25 @@ impl HttpUpstream {
                 })
                 .observe(started.elapsed().as_secs_f64());
         };
-        if filter.is_none() && sse_relay::applies(&method, &out, &body, &self.uri) {
+        if filter.is_none() && h1::applies(&method, &out, &body, &self.uri) {
+            let resp =
+                tokio::time::timeout(self.timeout, h1::request(&self.uri, &out, CONNECT_TIMEOUT))
+                    .await
+                    .map_err(|_| Reject::UpstreamTimeout)?
+                    .map_err(|e| Reject::Upstream(e.to_string()))?;
+            observe_latency();
+            return respond(resp, None, metrics).await;
+        }
+        if let Some(pool) = &self.pool {
             let resp = tokio::time::timeout(
                 self.timeout,
-                sse_relay::request(&self.uri, &out, CONNECT_TIMEOUT),
+                h1::exchange(pool, &self.uri, &method, &out, &body, CONNECT_TIMEOUT),
             )
             .await
             .map_err(|_| Reject::UpstreamTimeout)?
             .map_err(|e| Reject::Upstream(e.to_string()))?;
             observe_latency();
-            return respond(resp, None, metrics).await;
+            return respond(resp, filter, metrics).await;
         }
 
         let mut req = Request::builder()

@@ -1,8 +1,8 @@
 //! Forwarding to upstream MCP servers: Streamable HTTP ([`http`]) and stdio
 //! programs ([`stdio`]).
 
+pub mod h1;
 pub mod http;
-pub mod sse_relay;
 pub mod stdio;
 
 use std::pin::Pin;

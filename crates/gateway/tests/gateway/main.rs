@@ -8,6 +8,6 @@ mod http;
 mod limits;
 mod policy;
 mod replicas;
-mod sse_relay;
 mod stdio;
 mod support;
+mod upstream_h1;

@@ -1,8 +1,9 @@
-//! The event stream a client opens with `GET` through the gateway's SSE
-//! relay (`proxy::sse_relay`), against an upstream written on a raw socket
-//! so that the test chooses the framing byte by byte (chunked,
-//! close-delimited, `Content-Length`) and sees when the gateway closes the
-//! connection.
+//! The gateway's own HTTP/1.1 client to `http://` upstreams (`proxy::h1`),
+//! against an upstream written on a raw socket so that the test chooses the
+//! framing byte by byte (chunked, close-delimited, `Content-Length`) and
+//! sees which connection each request arrives on and when the gateway
+//! closes one: the event stream a client opens with `GET`, and the pooled
+//! keep-alive connections that carry everything else.
 
 use std::time::Duration;
 
@@ -36,17 +37,23 @@ impl RawUpstream {
 
     async fn accept(&self) -> RawConn {
         let (mut stream, _) = self.listener.accept().await.unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut b = [0u8; 1];
-            assert_eq!(stream.read(&mut b).await.unwrap(), 1, "request head cut");
-            head.push(b[0]);
-        }
-        RawConn {
-            head: String::from_utf8(head).unwrap(),
-            stream,
-        }
+        let head = read_request_head(&mut stream).await.expect("a request");
+        RawConn { head, stream }
     }
+}
+
+/// The next request head on `stream`; `None` if it closes first.
+async fn read_request_head(stream: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        if stream.read(&mut b).await.unwrap() == 0 {
+            assert!(head.is_empty(), "request head cut");
+            return None;
+        }
+        head.push(b[0]);
+    }
+    Some(String::from_utf8(head).unwrap())
 }
 
 impl RawConn {
@@ -63,6 +70,25 @@ impl RawConn {
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.trim())
             .collect()
+    }
+
+    /// The request body, as long as its `Content-Length` says.
+    async fn body(&mut self) -> String {
+        let len: usize = match self.header("content-length").as_slice() {
+            [v] => v.parse().unwrap(),
+            other => panic!("one content-length expected, got {other:?}"),
+        };
+        let mut body = vec![0u8; len];
+        self.stream.read_exact(&mut body).await.unwrap();
+        String::from_utf8(body).unwrap()
+    }
+
+    /// Waits for the next request on this same connection.
+    async fn next_request(&mut self) {
+        self.head = tokio::time::timeout(GUARD, read_request_head(&mut self.stream))
+            .await
+            .expect("the next request arrives on the same connection")
+            .expect("the gateway kept the connection open");
     }
 
     async fn send(&mut self, bytes: &[u8]) {
@@ -320,4 +346,201 @@ async fn sse_get_upstream_without_response_head_is_bad_gateway() {
     .await
     .unwrap();
     assert_eq!(resp.unwrap().status(), 502);
+}
+
+// Pooled keep-alive connections (every request but the `GET` event stream).
+
+/// A `ping` through the unauthenticated route, answered by `answer` on the
+/// upstream side; returns the client's status and body.
+async fn ping(
+    s: &Setup,
+    id: u32,
+    answer: impl std::future::Future<Output = RawConn>,
+) -> (u16, String, RawConn) {
+    let req = client()
+        .post(s.gw.url("/open"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#));
+    let ((status, body), conn) = tokio::time::timeout(GUARD, async {
+        let (resp, conn) = tokio::join!(
+            async {
+                let resp = req.send().await.unwrap();
+                (resp.status().as_u16(), resp.text().await.unwrap())
+            },
+            answer
+        );
+        (resp, conn)
+    })
+    .await
+    .expect("the exchange completes");
+    (status, body, conn)
+}
+
+fn json_answer(id: u32) -> String {
+    let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#);
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn rfc9112_9_3_post_requests_share_one_keepalive_upstream_connection() {
+    let s = Setup::new().await;
+    // 1: a JSON answer with Content-Length.
+    let (status, body, conn) = ping(&s, 1, async {
+        let mut conn = s.up.accept().await;
+        assert_eq!(conn.request_line(), "POST /mcp HTTP/1.1");
+        assert_eq!(conn.header("connection"), Vec::<&str>::new());
+        assert_eq!(
+            conn.body().await,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#
+        );
+        conn.send(json_answer(1).as_bytes()).await;
+        conn
+    })
+    .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"jsonrpc":"2.0","id":1,"result":{}}"#)
+    );
+
+    // 2: on the same connection, an event stream, chunked, to its end.
+    let (status, body, conn) = ping(&s, 2, async move {
+        let mut conn = conn;
+        conn.next_request().await;
+        assert_eq!(
+            conn.body().await,
+            r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#
+        );
+        conn.send(SSE_CHUNKED.as_bytes()).await;
+        let event = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{}}\n\n";
+        conn.send(format!("{:x}\r\n{event}\r\n0\r\n\r\n", event.len()).as_bytes())
+            .await;
+        conn
+    })
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{}}\n\n"
+    );
+
+    // 3: and again on the same connection, after the stream ended.
+    let (status, body, _conn) = ping(&s, 3, async move {
+        let mut conn = conn;
+        conn.next_request().await;
+        assert_eq!(
+            conn.body().await,
+            r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#
+        );
+        conn.send(json_answer(3).as_bytes()).await;
+        conn
+    })
+    .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"jsonrpc":"2.0","id":3,"result":{}}"#)
+    );
+}
+
+#[tokio::test]
+async fn keepalive_connection_closed_by_the_upstream_is_replaced() {
+    let s = Setup::new().await;
+    let (status, _, conn) = ping(&s, 1, async {
+        let mut conn = s.up.accept().await;
+        conn.body().await;
+        conn.send(json_answer(1).as_bytes()).await;
+        conn
+    })
+    .await;
+    assert_eq!(status, 200);
+    // The upstream drops its idle connection; the next request still
+    // reaches it, on a new one.
+    drop(conn);
+    let (status, body, _) = ping(&s, 2, async {
+        let mut conn = s.up.accept().await;
+        assert_eq!(
+            conn.body().await,
+            r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#
+        );
+        conn.send(json_answer(2).as_bytes()).await;
+        conn
+    })
+    .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"jsonrpc":"2.0","id":2,"result":{}}"#)
+    );
+}
+
+#[tokio::test]
+async fn rfc9112_9_6_connection_close_answer_is_not_reused() {
+    let s = Setup::new().await;
+    let (status, _, first) = ping(&s, 1, async {
+        let mut conn = s.up.accept().await;
+        conn.body().await;
+        conn.send(
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-type: application/json\r\n\
+              content-length: 2\r\n\r\n{}",
+        )
+        .await;
+        conn
+    })
+    .await;
+    assert_eq!(status, 200);
+    // The upstream keeps its end open, but the gateway must not send
+    // another request on it: the next one comes on a new connection…
+    let (status, _, _) = ping(&s, 2, async {
+        let mut conn = s.up.accept().await;
+        conn.body().await;
+        conn.send(json_answer(2).as_bytes()).await;
+        conn
+    })
+    .await;
+    assert_eq!(status, 200);
+    // …and the first one is closed by the gateway.
+    tokio::time::timeout(GUARD, first.closed_by_gateway())
+        .await
+        .expect("the gateway closes a connection it will not reuse");
+}
+
+#[tokio::test]
+async fn bytes_after_the_declared_end_of_an_answer_are_not_reused() {
+    for extra in [
+        // Past a Content-Length…
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}\
+         HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n[]",
+        // …and past the last chunk.
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n\
+         2\r\n{}\r\n0\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n[]",
+    ] {
+        let s = Setup::new().await;
+        let (status, body, first) = ping(&s, 1, async {
+            let mut conn = s.up.accept().await;
+            conn.body().await;
+            conn.send(extra.as_bytes()).await;
+            conn
+        })
+        .await;
+        assert_eq!((status, body.as_str()), (200, "{}"), "{extra:?}");
+        // The smuggled second answer must never answer the next request.
+        let (status, body, _) = ping(&s, 2, async {
+            let mut conn = s.up.accept().await;
+            conn.body().await;
+            conn.send(json_answer(2).as_bytes()).await;
+            conn
+        })
+        .await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, r#"{"jsonrpc":"2.0","id":2,"result":{}}"#),
+            "{extra:?}"
+        );
+        tokio::time::timeout(GUARD, first.closed_by_gateway())
+            .await
+            .expect("the gateway closes a connection it will not reuse");
+    }
 }
