@@ -58,7 +58,9 @@ pub struct AuditConfig {
     pub retry_interval: Duration,
     /// When a batch starts with others already queued behind its first
     /// event, how long the writer waits for more before committing
-    /// (default 200 µs; zero: never). A lone caller never waits.
+    /// (default 200 µs; zero: never). A lone caller never waits, and
+    /// neither does a batch after a commit that took longer than this
+    /// (a slow disk): its events gathered while that commit ran.
     pub commit_delay: Duration,
     /// Where committed records are copied as JSON lines, if anywhere.
     pub sink: Option<SinkTarget>,
@@ -185,6 +187,7 @@ impl AuditLog {
             checkpoint_interval: config.checkpoint_interval,
             retry_interval: config.retry_interval,
             commit_delay: config.commit_delay,
+            last_commit: Duration::ZERO,
             last_checkpoint: Instant::now(),
             writer_id: writer_id.clone(),
         };
@@ -310,6 +313,8 @@ struct Writer {
     checkpoint_interval: Duration,
     retry_interval: Duration,
     commit_delay: Duration,
+    /// How long the last commit took, from BEGIN to the end of its flush.
+    last_commit: Duration,
     last_checkpoint: Instant,
     writer_id: String,
 }
@@ -341,11 +346,15 @@ impl Writer {
             // concurrently, and the ones just answered are about to again.
             // Waiting a moment lets them join this batch rather than pay for
             // a commit of their own (PostgreSQL's `commit_delay`); a lone
-            // caller is not made to wait. A blocking sleep: this is the
-            // writer's own thread.
+            // caller is not made to wait. When the last commit took longer
+            // than the delay (a slow disk: the flush is most of it), this
+            // batch gathered while it ran, and waiting would only add its
+            // length to every caller's latency. A blocking sleep: this is
+            // the writer's own thread.
             if batch.len() >= 2
                 && batch.len() < self.max_batch
                 && !self.commit_delay.is_zero()
+                && self.last_commit < self.commit_delay
                 && stop.is_none()
             {
                 std::thread::sleep(self.commit_delay);
@@ -504,10 +513,12 @@ impl Writer {
         self.shared
             .commit_started_ms
             .store(now_ms().max(1), Ordering::Relaxed);
+        let started = Instant::now();
         let result = self
             .store
             .append_audit(&self.chain_id, &mut records, &sealer)
             .await;
+        self.last_commit = started.elapsed();
         self.shared.commit_started_ms.store(0, Ordering::Relaxed);
         let sealed = result?;
         if let Some(cp) = &sealed.checkpoint {

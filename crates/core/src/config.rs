@@ -278,6 +278,11 @@ pub struct Audit {
     /// Records carry a digest of tool arguments; with this, the argument
     /// values too (in `details`). They may hold personal data or secrets.
     pub include_arguments: bool,
+    /// Group commit: how long the writer waits for concurrent requests to
+    /// join a batch before committing it, in microseconds (0 to 100000;
+    /// 0: never). Only when others are already queued and the disk is fast
+    /// (the last commit took less than this); a lone request never waits.
+    pub commit_delay_us: u64,
 }
 
 impl Default for Audit {
@@ -286,6 +291,7 @@ impl Default for Audit {
             enabled: true,
             sink: None,
             include_arguments: false,
+            commit_delay_us: 200,
         }
     }
 }
@@ -673,6 +679,16 @@ impl Config {
                 // API keys alone are a valid set-up; nothing to refuse.
             }
         }
+        if self.audit.commit_delay_us > 100_000 {
+            return Err(at_line(
+                text,
+                "commit_delay_us",
+                &format!(
+                    "audit.commit_delay_us must be between 0 and 100000, not {}",
+                    self.audit.commit_delay_us
+                ),
+            ));
+        }
         let a = &self.authorization_server;
         if a.enabled {
             if !(60..=86_400).contains(&a.access_token_ttl_secs) {
@@ -830,6 +846,20 @@ write_note = ["notes:write"]
         let e = parse(&format!("{MIN}\nbogus_key = 1\n")).unwrap_err();
         assert!(e.contains("bogus_key"), "{e}");
         assert!(e.contains("line 11"), "{e}");
+    }
+
+    #[test]
+    fn audit_commit_delay_is_bounded_and_named_with_its_line() {
+        let with = |us: u64| format!("{MIN}[audit]\ncommit_delay_us = {us}\n");
+        assert_eq!(parse(&with(0)).unwrap().audit.commit_delay_us, 0);
+        assert_eq!(
+            parse(&with(100_000)).unwrap().audit.commit_delay_us,
+            100_000
+        );
+        assert_eq!(parse(MIN).unwrap().audit.commit_delay_us, 200);
+        let e = parse(&with(100_001)).unwrap_err();
+        assert!(e.contains("audit.commit_delay_us"), "{e}");
+        assert!(e.contains("line 12"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub(super) async fn open_log(
     });
     let config = mcpgate_audit::AuditConfig {
         sink,
+        commit_delay: std::time::Duration::from_micros(cfg.audit.commit_delay_us),
         ..mcpgate_audit::AuditConfig::default()
     };
     let log = mcpgate_audit::AuditLog::open(store, &master_key(cfg)?, config)
