@@ -81,17 +81,8 @@ pub async fn request(
     connect_timeout: Duration,
 ) -> Result<http::Response<RelayBody>, io::Error> {
     let mut stream = connect(uri, connect_timeout).await?;
-    let target = uri.path_and_query().map_or("/", |p| p.as_str());
     let mut head = Vec::with_capacity(256);
-    head.extend_from_slice(b"GET ");
-    head.extend_from_slice(target.as_bytes());
-    head.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
+    request_head(&mut head, &Method::GET, uri, headers);
     head.extend_from_slice(b"connection: close\r\n\r\n");
     stream.write_all(&head).await?;
     drop(head);
@@ -193,18 +184,8 @@ pub async fn exchange(
     body: &[u8],
     connect_timeout: Duration,
 ) -> Result<http::Response<RelayBody>, io::Error> {
-    let target = uri.path_and_query().map_or("/", |p| p.as_str());
     let mut message = Vec::with_capacity(256 + body.len());
-    message.extend_from_slice(method.as_str().as_bytes());
-    message.push(b' ');
-    message.extend_from_slice(target.as_bytes());
-    message.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        message.extend_from_slice(name.as_str().as_bytes());
-        message.extend_from_slice(b": ");
-        message.extend_from_slice(value.as_bytes());
-        message.extend_from_slice(b"\r\n");
-    }
+    request_head(&mut message, method, uri, headers);
     if !body.is_empty() || *method == Method::POST {
         message.extend_from_slice(b"content-length: ");
         message.extend_from_slice(body.len().to_string().as_bytes());
@@ -252,6 +233,22 @@ pub async fn exchange(
         // frees its connection now: the client's side may never poll it.
         body.release();
         return Ok(http::Response::from_parts(parts, body));
+    }
+}
+
+/// Appends the request line and `headers` (the blank line that ends the
+/// head is the caller's).
+fn request_head(out: &mut Vec<u8>, method: &Method, uri: &Uri, headers: &HeaderMap) {
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
 }
 
@@ -693,6 +690,18 @@ mod tests {
             }
         }
         Ok((out, d.is_done()))
+    }
+
+    #[test]
+    fn rfc9112_7_1_bytes_after_the_last_chunk_are_left_for_the_caller() {
+        let mut d = ChunkedDecoder::default();
+        let mut input = Bytes::from_static(b"2\r\nok\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n");
+        assert_eq!(d.decode(&mut input).unwrap().as_deref(), Some(&b"ok"[..]));
+        assert_eq!(d.decode(&mut input).unwrap(), None);
+        assert!(d.is_done());
+        // What follows the body is not the body's: the connection that
+        // carried it must not be reused (see `RelayBody`).
+        assert_eq!(&input[..], b"HTTP/1.1 200 OK\r\n");
     }
 
     #[test]

@@ -350,6 +350,14 @@ async fn sse_get_upstream_without_response_head_is_bad_gateway() {
 
 // Pooled keep-alive connections (every request but the `GET` event stream).
 
+fn ping_body(id: u32) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#)
+}
+
+fn pong(id: u32) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#)
+}
+
 /// A `ping` through the unauthenticated route, answered by `answer` on the
 /// upstream side; returns the client's status and body.
 async fn ping(
@@ -362,28 +370,44 @@ async fn ping(
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
         .header("mcp-protocol-version", "2025-11-25")
-        .body(format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#));
+        .body(ping_body(id));
     let ((status, body), conn) = tokio::time::timeout(GUARD, async {
-        let (resp, conn) = tokio::join!(
+        tokio::join!(
             async {
                 let resp = req.send().await.unwrap();
                 (resp.status().as_u16(), resp.text().await.unwrap())
             },
             answer
-        );
-        (resp, conn)
+        )
     })
     .await
     .expect("the exchange completes");
     (status, body, conn)
 }
 
-fn json_answer(id: u32) -> String {
-    let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#);
-    format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+/// Reads ping `id` on `conn` and answers it: JSON with a Content-Length.
+async fn answer_json(mut conn: RawConn, id: u32) -> RawConn {
+    assert_eq!(conn.body().await, ping_body(id));
+    let body = pong(id);
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
         body.len()
-    )
+    );
+    conn.send(format!("{head}{body}").as_bytes()).await;
+    conn
+}
+
+/// Reads ping `id` on `conn` and answers `raw`, byte for byte.
+async fn answer_raw(mut conn: RawConn, id: u32, raw: &str) -> RawConn {
+    assert_eq!(conn.body().await, ping_body(id));
+    conn.send(raw.as_bytes()).await;
+    conn
+}
+
+/// The next request on the same connection.
+async fn same(mut conn: RawConn) -> RawConn {
+    conn.next_request().await;
+    conn
 }
 
 #[tokio::test]
@@ -391,156 +415,80 @@ async fn rfc9112_9_3_post_requests_share_one_keepalive_upstream_connection() {
     let s = Setup::new().await;
     // 1: a JSON answer with Content-Length.
     let (status, body, conn) = ping(&s, 1, async {
-        let mut conn = s.up.accept().await;
+        let conn = s.up.accept().await;
         assert_eq!(conn.request_line(), "POST /mcp HTTP/1.1");
         assert_eq!(conn.header("connection"), Vec::<&str>::new());
-        assert_eq!(
-            conn.body().await,
-            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#
-        );
-        conn.send(json_answer(1).as_bytes()).await;
-        conn
+        answer_json(conn, 1).await
     })
     .await;
-    assert_eq!(
-        (status, body.as_str()),
-        (200, r#"{"jsonrpc":"2.0","id":1,"result":{}}"#)
-    );
+    assert_eq!((status, body), (200, pong(1)));
 
     // 2: on the same connection, an event stream, chunked, to its end.
-    let (status, body, conn) = ping(&s, 2, async move {
-        let mut conn = conn;
-        conn.next_request().await;
-        assert_eq!(
-            conn.body().await,
-            r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#
-        );
-        conn.send(SSE_CHUNKED.as_bytes()).await;
-        let event = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{}}\n\n";
-        conn.send(format!("{:x}\r\n{event}\r\n0\r\n\r\n", event.len()).as_bytes())
-            .await;
-        conn
-    })
-    .await;
-    assert_eq!(status, 200);
-    assert_eq!(
-        body,
-        "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{}}\n\n"
-    );
+    let event = format!("event: message\ndata: {}\n\n", pong(2));
+    let sse = format!("{SSE_CHUNKED}{:x}\r\n{event}\r\n0\r\n\r\n", event.len());
+    let (status, body, conn) =
+        ping(&s, 2, async { answer_raw(same(conn).await, 2, &sse).await }).await;
+    assert_eq!((status, body), (200, event));
 
     // 3: and again on the same connection, after the stream ended.
-    let (status, body, _conn) = ping(&s, 3, async move {
-        let mut conn = conn;
-        conn.next_request().await;
-        assert_eq!(
-            conn.body().await,
-            r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#
-        );
-        conn.send(json_answer(3).as_bytes()).await;
-        conn
-    })
-    .await;
-    assert_eq!(
-        (status, body.as_str()),
-        (200, r#"{"jsonrpc":"2.0","id":3,"result":{}}"#)
-    );
+    let (status, body, _) = ping(&s, 3, async { answer_json(same(conn).await, 3).await }).await;
+    assert_eq!((status, body), (200, pong(3)));
 }
 
 #[tokio::test]
 async fn keepalive_connection_closed_by_the_upstream_is_replaced() {
     let s = Setup::new().await;
-    let (status, _, conn) = ping(&s, 1, async {
-        let mut conn = s.up.accept().await;
-        conn.body().await;
-        conn.send(json_answer(1).as_bytes()).await;
-        conn
-    })
-    .await;
+    let (status, _, conn) = ping(&s, 1, async { answer_json(s.up.accept().await, 1).await }).await;
     assert_eq!(status, 200);
     // The upstream drops its idle connection; the next request still
     // reaches it, on a new one.
     drop(conn);
-    let (status, body, _) = ping(&s, 2, async {
-        let mut conn = s.up.accept().await;
-        assert_eq!(
-            conn.body().await,
-            r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#
-        );
-        conn.send(json_answer(2).as_bytes()).await;
-        conn
-    })
-    .await;
-    assert_eq!(
-        (status, body.as_str()),
-        (200, r#"{"jsonrpc":"2.0","id":2,"result":{}}"#)
-    );
+    let (status, body, _) = ping(&s, 2, async { answer_json(s.up.accept().await, 2).await }).await;
+    assert_eq!((status, body), (200, pong(2)));
 }
 
-#[tokio::test]
-async fn rfc9112_9_6_connection_close_answer_is_not_reused() {
+/// Sends ping 1, answered by `raw`, then ping 2, which must arrive on a
+/// new connection (the test hangs, then fails, if the gateway reuses the
+/// first), and checks that the gateway closes the first.
+async fn first_connection_is_not_reused(raw: &str, first_body: &str) {
     let s = Setup::new().await;
-    let (status, _, first) = ping(&s, 1, async {
-        let mut conn = s.up.accept().await;
-        conn.body().await;
-        conn.send(
-            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-type: application/json\r\n\
-              content-length: 2\r\n\r\n{}",
-        )
-        .await;
-        conn
+    let (status, body, first) = ping(&s, 1, async {
+        answer_raw(s.up.accept().await, 1, raw).await
     })
     .await;
-    assert_eq!(status, 200);
-    // The upstream keeps its end open, but the gateway must not send
-    // another request on it: the next one comes on a new connection…
-    let (status, _, _) = ping(&s, 2, async {
-        let mut conn = s.up.accept().await;
-        conn.body().await;
-        conn.send(json_answer(2).as_bytes()).await;
-        conn
-    })
-    .await;
-    assert_eq!(status, 200);
-    // …and the first one is closed by the gateway.
+    assert_eq!((status, body.as_str()), (200, first_body), "{raw:?}");
+    // A second answer smuggled after the first must never answer ping 2.
+    let (status, body, _) = ping(&s, 2, async { answer_json(s.up.accept().await, 2).await }).await;
+    assert_eq!((status, body), (200, pong(2)), "{raw:?}");
     tokio::time::timeout(GUARD, first.closed_by_gateway())
         .await
         .expect("the gateway closes a connection it will not reuse");
 }
 
 #[tokio::test]
+async fn rfc9112_9_6_connection_close_answer_is_not_reused() {
+    first_connection_is_not_reused(
+        "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-type: application/json\r\n\
+         content-length: 2\r\n\r\n{}",
+        "{}",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn bytes_after_the_declared_end_of_an_answer_are_not_reused() {
-    for extra in [
-        // Past a Content-Length…
+    // Past a Content-Length…
+    first_connection_is_not_reused(
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}\
          HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n[]",
-        // …and past the last chunk.
+        "{}",
+    )
+    .await;
+    // …and past the last chunk.
+    first_connection_is_not_reused(
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n\
          2\r\n{}\r\n0\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n[]",
-    ] {
-        let s = Setup::new().await;
-        let (status, body, first) = ping(&s, 1, async {
-            let mut conn = s.up.accept().await;
-            conn.body().await;
-            conn.send(extra.as_bytes()).await;
-            conn
-        })
-        .await;
-        assert_eq!((status, body.as_str()), (200, "{}"), "{extra:?}");
-        // The smuggled second answer must never answer the next request.
-        let (status, body, _) = ping(&s, 2, async {
-            let mut conn = s.up.accept().await;
-            conn.body().await;
-            conn.send(json_answer(2).as_bytes()).await;
-            conn
-        })
-        .await;
-        assert_eq!(
-            (status, body.as_str()),
-            (200, r#"{"jsonrpc":"2.0","id":2,"result":{}}"#),
-            "{extra:?}"
-        );
-        tokio::time::timeout(GUARD, first.closed_by_gateway())
-            .await
-            .expect("the gateway closes a connection it will not reuse");
-    }
+        "{}",
+    )
+    .await;
 }
