@@ -859,7 +859,7 @@ write_note = ["notes:write"]
         assert_eq!(parse(MIN).unwrap().audit.commit_delay_us, 200);
         let e = parse(&with(100_001)).unwrap_err();
         assert!(e.contains("audit.commit_delay_us"), "{e}");
-        assert!(e.contains("line 12"), "{e}");
+        assert!(e.contains("line 11"), "{e}");
     }
 
     #[test]
