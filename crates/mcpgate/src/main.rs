@@ -8,10 +8,6 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
-/// mimalloc rather than the system allocator: see the workspace manifest.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
