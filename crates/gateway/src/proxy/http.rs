@@ -142,23 +142,21 @@ impl HttpUpstream {
                 })
                 .observe(started.elapsed().as_secs_f64());
         };
-        if filter.is_none() && h1::applies(&method, &out, &body, &self.uri) {
-            let resp =
-                tokio::time::timeout(self.timeout, h1::request(&self.uri, &out, CONNECT_TIMEOUT))
-                    .await
-                    .map_err(|_| Reject::UpstreamTimeout)?
-                    .map_err(|e| Reject::Upstream(e.to_string()))?;
-            observe_latency();
-            return respond(resp, None, metrics).await;
-        }
         if let Some(pool) = &self.pool {
-            let resp = tokio::time::timeout(
-                self.timeout,
-                h1::exchange(pool, &self.uri, &method, &out, &body, CONNECT_TIMEOUT),
-            )
-            .await
-            .map_err(|_| Reject::UpstreamTimeout)?
-            .map_err(|e| Reject::Upstream(e.to_string()))?;
+            let resp = if filter.is_none() && h1::applies(&method, &out, &body, &self.uri) {
+                self.bounded(h1::request(&self.uri, &out, CONNECT_TIMEOUT))
+                    .await?
+            } else {
+                self.bounded(h1::exchange(
+                    pool,
+                    &self.uri,
+                    &method,
+                    &out,
+                    &body,
+                    CONNECT_TIMEOUT,
+                ))
+                .await?
+            };
             observe_latency();
             return respond(resp, filter, metrics).await;
         }
@@ -169,12 +167,21 @@ impl HttpUpstream {
             .body(Body::from(body))
             .map_err(|e| Reject::Upstream(e.to_string()))?;
         *req.headers_mut() = out;
-        let resp = tokio::time::timeout(self.timeout, self.client.request(req))
-            .await
-            .map_err(|_| Reject::UpstreamTimeout)?
-            .map_err(|e| Reject::Upstream(e.to_string()))?;
+        let resp = self.bounded(self.client.request(req)).await?;
         observe_latency();
         respond(resp, filter, metrics).await
+    }
+
+    /// Runs `call` (up to the upstream's response head) within the route's
+    /// upstream timeout; its failure is the upstream's.
+    async fn bounded<T, E: std::fmt::Display>(
+        &self,
+        call: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, Reject> {
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| Reject::UpstreamTimeout)?
+            .map_err(|e| Reject::Upstream(e.to_string()))
     }
 }
 
