@@ -53,8 +53,8 @@ enum Pool {
 struct SqlitePools {
     /// [`SQLITE_READ_CONNECTIONS`] connections for reads.
     read: SqlitePool,
-    /// One connection, for every write of this process.
-    write: SqlitePool,
+    /// One connection, for every write of this process through sqlx.
+    write: Arc<WritePool>,
     /// Refresh token rotations waiting to be committed together.
     rotations: Arc<rotation::RotationQueue>,
     /// The audit trail's own connection (see `audit_sqlite`).
@@ -80,7 +80,8 @@ macro_rules! with_writer {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.pool {
             Pool::Sqlite(pools) => {
-                let $pool = &pools.write;
+                let write = pools.write.lock().await;
+                let $pool = &*write;
                 $body
             }
             Pool::Postgres($pool) => $body,
@@ -100,7 +101,8 @@ macro_rules! with_write_tx {
             // in between, that upgrade fails with SQLITE_BUSY_SNAPSHOT,
             // which the busy timeout does not retry.
             Pool::Sqlite(pools) => {
-                let mut $tx = pools.write.begin_with("BEGIN IMMEDIATE").await?;
+                let write = pools.write.lock().await;
+                let mut $tx = write.begin_with("BEGIN IMMEDIATE").await?;
                 $body
             }
             Pool::Postgres(pool) => {
@@ -109,6 +111,55 @@ macro_rules! with_write_tx {
             }
         }
     };
+}
+
+/// The write connection, and the gate that every write of this process
+/// takes first: writes through this pool and the audit trail's appends on
+/// its own connection (see `audit_sqlite`).
+///
+/// SQLite lets one connection write at a time; another that tries gets
+/// `SQLITE_BUSY` and waits in its busy handler, which sleeps 1, 2, 5 … ms
+/// between attempts. Behind the gate, this process's writers wait their
+/// turn in a queue instead and find the database's write lock free (other
+/// processes sharing the file still meet in the busy handler). The audit
+/// trail used to take this pool's connection for the same effect, but
+/// sqlx pings a connection each time it is released: a round trip through
+/// the connection's thread and a runtime worker between two appends.
+pub(super) struct WritePool {
+    gate: tokio::sync::Mutex<()>,
+    pool: SqlitePool,
+}
+
+/// [`WritePool::lock`]: the pool, while the gate is held.
+pub(super) struct WriteLock<'a> {
+    _gate: tokio::sync::MutexGuard<'a, ()>,
+    pool: &'a SqlitePool,
+}
+
+impl WritePool {
+    fn new(pool: SqlitePool) -> Self {
+        Self {
+            gate: tokio::sync::Mutex::new(()),
+            pool,
+        }
+    }
+
+    /// Waits for this process's other writes to finish (fairly, in
+    /// order of arrival).
+    pub(super) async fn lock(&self) -> WriteLock<'_> {
+        WriteLock {
+            _gate: self.gate.lock().await,
+            pool: &self.pool,
+        }
+    }
+}
+
+impl std::ops::Deref for WriteLock<'_> {
+    type Target = SqlitePool;
+
+    fn deref(&self) -> &SqlitePool {
+        self.pool
+    }
 }
 
 // Declared after the macros, which are in scope in them.
@@ -160,7 +211,7 @@ impl SqlStore {
         Ok(Self {
             pool: Pool::Sqlite(SqlitePools {
                 read,
-                write,
+                write: Arc::new(WritePool::new(write)),
                 rotations: Arc::default(),
                 audit,
             }),

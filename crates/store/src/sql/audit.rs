@@ -181,9 +181,9 @@ impl AuditStore for SqlStore {
     ) -> Result<SealedBatch, StoreError> {
         match &self.pool {
             Pool::Sqlite(pools) => {
-                // Held, unused, so that this process's other writes wait
-                // in the pool's queue rather than in SQLite's busy handler.
-                let _writes = pools.write.acquire().await?;
+                // Held, so that this process's other writes wait in the
+                // gate's queue rather than in SQLite's busy handler.
+                let _writes = pools.write.lock().await;
                 pools.audit.append(chain_id, records, sealer)
             }
             Pool::Postgres(pool) => append_postgres(pool, chain_id, records, sealer).await,

@@ -16,8 +16,8 @@
 //!
 //! Within this process the audit connection and the store's write
 //! connection never meet in SQLite's busy handler (which sleeps 1, 2, 5 …
-//! ms between attempts): an append holds the store's write connection,
-//! unused, while it writes (see `SqlStore::append_audit`).
+//! ms between attempts): an append holds the gate for this process's
+//! writes, `WritePool`, while it writes (see `SqlStore::append_audit`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, Mutex};

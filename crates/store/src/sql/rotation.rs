@@ -21,12 +21,11 @@
 use std::mem;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use sqlx::sqlite::SqlitePool;
 use sqlx::{Sqlite, Transaction};
 use tokio::sync::oneshot;
 
 use super::grants::{REVOKE_GRANT, check_hash, grant_from_row};
-use super::insert_error;
+use super::{WritePool, insert_error};
 use crate::{RefreshExchange, RefreshRotation, StoreError};
 
 /// Exchanges per transaction at most; more wait for the next one.
@@ -87,7 +86,7 @@ impl RotationQueue {
     /// connection) and waits for its result.
     pub(super) async fn rotate(
         self: &Arc<Self>,
-        pool: &SqlitePool,
+        pool: &Arc<WritePool>,
         exchange: RefreshExchange,
     ) -> Result<RefreshRotation, StoreError> {
         check(&exchange)?;
@@ -98,7 +97,7 @@ impl RotationQueue {
             !mem::replace(&mut state.committing, true)
         };
         if start {
-            tokio::spawn(Arc::clone(self).commit_all(pool.clone()));
+            tokio::spawn(Arc::clone(self).commit_all(Arc::clone(pool)));
         }
         // The committing task answers every exchange it takes, unless it
         // panicked (a bug): then the sender is dropped and nothing is known.
@@ -113,7 +112,7 @@ impl RotationQueue {
     }
 
     /// Commits batches until the queue is empty.
-    async fn commit_all(self: Arc<Self>, pool: SqlitePool) {
+    async fn commit_all(self: Arc<Self>, pool: Arc<WritePool>) {
         let mut committing = Committing {
             queue: &self,
             finished: false,
@@ -176,9 +175,10 @@ impl Drop for Committing<'_> {
 /// The exchanges of `batch` in one transaction on `pool` (the write
 /// connection). `Err`: nothing was committed.
 pub(super) async fn rotate_batch(
-    pool: &SqlitePool,
+    pool: &WritePool,
     batch: &[RefreshExchange],
 ) -> Result<Vec<Result<RefreshRotation, StoreError>>, StoreError> {
+    let pool = pool.lock().await;
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut results = Vec::with_capacity(batch.len());
     for exchange in batch {
