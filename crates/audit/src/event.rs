@@ -298,41 +298,46 @@ impl Event {
 /// log holding them. Low-entropy arguments can be guessed from their digest:
 /// it hides values from casual reading, not from a determined guesser.
 pub fn args_digest(args: &serde_json::Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::with_capacity(256);
     canonical_json(args, &mut out);
-    crate::hex(&mcpgate_crypto::sha256(out.as_bytes()))
+    crate::hex(&mcpgate_crypto::sha256(&out))
 }
 
-fn canonical_json(v: &serde_json::Value, out: &mut String) {
+fn canonical_json(v: &serde_json::Value, out: &mut Vec<u8>) {
     use serde_json::Value;
     match v {
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 canonical_json(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
         Value::Object(map) => {
             let mut members: Vec<(&String, &Value)> = map.iter().collect();
             members.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push('{');
+            out.push(b'{');
             for (i, (key, value)) in members.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
+                compact(key, out);
+                out.push(b':');
                 canonical_json(value, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
-        // Scalars: serde_json's compact form.
-        scalar => out.push_str(&scalar.to_string()),
+        scalar => compact(scalar, out),
     }
+}
+
+/// serde_json's compact form of a string or scalar, appended to `out`.
+fn compact<T: Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
+    // Serializing a string or a scalar `Value` into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(out, v);
 }
 
 /// The current time in unix milliseconds (0 if the clock is before 1970).
@@ -372,9 +377,16 @@ mod tests {
             serde_json::from_str(r#"{ "a" : null, "b" : [ 1, { "x": "é", "y": 2 } ] }"#).unwrap();
         assert_eq!(args_digest(&a), args_digest(&b));
         assert_ne!(args_digest(&a), args_digest(&json!({"a": null})));
-        let mut canonical = String::new();
+        let mut canonical = Vec::new();
         canonical_json(&a, &mut canonical);
-        assert_eq!(canonical, r#"{"a":null,"b":[1,{"x":"é","y":2}]}"#);
+        assert_eq!(
+            std::str::from_utf8(&canonical).unwrap(),
+            r#"{"a":null,"b":[1,{"x":"é","y":2}]}"#
+        );
+        // Keys and strings escaped as serde_json escapes them.
+        let mut escaped = Vec::new();
+        canonical_json(&json!({"q\"": "\n\u{1}"}), &mut escaped);
+        assert_eq!(escaped, br#"{"q\"":"\n\u0001"}"#);
         // SHA-256 of the canonical text, lowercase hex.
         assert_eq!(
             args_digest(&json!({})),

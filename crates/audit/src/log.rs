@@ -129,14 +129,22 @@ pub(crate) struct Shared {
     pub(crate) sink_errors: AtomicU64,
 }
 
-type Ack = oneshot::Sender<Result<(), AuditError>>;
+/// Answers an [`AuditLog::append`], giving its event back once committed
+/// for the caller to drop: the event's strings were allocated on the
+/// caller's thread, and glibc's `free` of another thread's allocation takes
+/// that thread's arena lock and leaves work for its next `malloc` (on the
+/// 2-vCPU bench VM, about 15 % of the writer's CPU, and 0.8 µs per request
+/// on the worker). The writer copies what it stores.
+type Ack = oneshot::Sender<Result<Event, AuditError>>;
+/// Answers [`AuditLog::shutdown`].
+type StopAck = oneshot::Sender<Result<(), AuditError>>;
 
 // Boxing the event would cost an allocation per append to save queue
 // space only while shutdown messages (one per log) are queued.
 #[allow(clippy::large_enum_variant)]
 enum Msg {
     Event(Event, Option<Ack>),
-    Shutdown(Ack),
+    Shutdown(StopAck),
 }
 
 impl fmt::Debug for AuditLog {
@@ -221,7 +229,8 @@ impl AuditLog {
         let (ack, done) = oneshot::channel();
         self.enqueue(Msg::Event(ev, Some(ack)))?;
         match tokio::time::timeout(self.inner.append_timeout, done).await {
-            Ok(Ok(result)) => result,
+            // Dropped here, on the caller's thread (see `Ack`).
+            Ok(Ok(result)) => result.map(drop),
             // The writer stopped without answering.
             Ok(Err(_)) => Err(AuditError::Closed),
             Err(_) => Err(AuditError::Timeout(self.inner.append_timeout)),
@@ -414,7 +423,7 @@ impl Writer {
     }
 
     /// Moves what is queued into `batch`, up to the batch size or a stop.
-    fn drain(&mut self, batch: &mut Vec<(Event, Option<Ack>)>, stop: &mut Option<Ack>) {
+    fn drain(&mut self, batch: &mut Vec<(Event, Option<Ack>)>, stop: &mut Option<StopAck>) {
         while stop.is_none() && batch.len() < self.max_batch {
             match self.rx.try_recv() {
                 Ok(Msg::Event(ev, ack)) => batch.push((ev, ack)),
@@ -439,11 +448,11 @@ impl Writer {
                 if self.shared.failing.swap(false, Ordering::Relaxed) {
                     tracing::info!("audit store writable again");
                 }
-                for (_, ack) in batch.drain(..) {
+                for (ev, ack) in batch.drain(..) {
                     if let Some(ack) = ack {
                         // The caller may have given up waiting; the record
                         // is committed all the same.
-                        let _ = ack.send(Ok(()));
+                        let _ = ack.send(Ok(ev));
                     }
                 }
                 Ok(())

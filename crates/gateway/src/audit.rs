@@ -26,19 +26,28 @@ pub struct RequestFacts {
     pub method: Option<String>,
     /// The tool, prompt or resource the request names.
     pub name: Option<String>,
+    /// [`mcpgate_audit::args_digest`] of the arguments.
+    pub args_digest: Option<String>,
+    /// The arguments themselves, only where `[audit] include_arguments`
+    /// asks for them.
     pub arguments: Option<Value>,
     pub policy_ids: Vec<String>,
 }
 
 impl RequestFacts {
-    /// Records the method and the name a message acts on.
-    pub fn message(&mut self, m: &mcpgate_core::jsonrpc::Message) {
+    /// Records the method and the name a message acts on, and its
+    /// arguments: their digest, and a copy if `include_arguments`.
+    pub fn message(&mut self, m: &mcpgate_core::jsonrpc::Message, include_arguments: bool) {
         self.method = m.method().map(str::to_owned);
         self.name = m
             .param_str("name")
             .or_else(|| m.param_str("uri"))
             .map(str::to_owned);
-        self.arguments = m.params().and_then(|p| p.get("arguments")).cloned();
+        let arguments = m.params().and_then(|p| p.get("arguments"));
+        self.args_digest = arguments.map(mcpgate_audit::args_digest);
+        if include_arguments {
+            self.arguments = arguments.cloned();
+        }
     }
 }
 
@@ -49,7 +58,6 @@ pub fn event(
     result: &Result<http::StatusCode, &Reject>,
     latency: Duration,
     peer: Option<std::net::IpAddr>,
-    include_arguments: bool,
 ) -> Event {
     let (kind, out, reason): (EventKind, &str, Option<String>) = match result {
         Ok(s) if s.is_success() => (EventKind::McpRequest, outcome::OK, None),
@@ -110,11 +118,9 @@ pub fn event(
     if let Some(n) = facts.name {
         ev = ev.name(n);
     }
-    if let Some(a) = &facts.arguments {
-        ev = ev.args(a);
-        if include_arguments {
-            ev = ev.details(serde_json::json!({ "arguments": a }));
-        }
+    ev.args_digest = facts.args_digest;
+    if let Some(a) = facts.arguments {
+        ev = ev.details(serde_json::json!({ "arguments": a }));
     }
     if !facts.policy_ids.is_empty() {
         ev = ev.policy_ids(facts.policy_ids);

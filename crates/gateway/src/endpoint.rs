@@ -84,7 +84,6 @@ pub async fn handle(
             &result.as_ref().map(|r| r.status()),
             started.elapsed(),
             peer,
-            gw.config.audit.include_arguments,
         );
         let served = matches!(&result, Ok(r) if r.status().is_success());
         if served {
@@ -234,7 +233,7 @@ async fn run(
     if let Some(Ok(RpcBody::Single(m))) = &parsed {
         *method_name = method_label(m.method());
         if gw.audit.is_some() {
-            facts.message(m);
+            facts.message(m, gw.config.audit.include_arguments);
         }
     }
 
