@@ -280,8 +280,9 @@ pub struct Audit {
     pub include_arguments: bool,
     /// Group commit: how long the writer waits for concurrent requests to
     /// join a batch before committing it, in microseconds (0 to 100000;
-    /// 0: never). Only when others are already queued and the disk is fast
-    /// (the last commit took less than this); a lone request never waits.
+    /// default 0: never). Only when others are already queued and the disk
+    /// is fast (the last commit took less than this); a lone request never
+    /// waits.
     pub commit_delay_us: u64,
 }
 
@@ -291,7 +292,7 @@ impl Default for Audit {
             enabled: true,
             sink: None,
             include_arguments: false,
-            commit_delay_us: 200,
+            commit_delay_us: 0,
         }
     }
 }
@@ -851,12 +852,12 @@ write_note = ["notes:write"]
     #[test]
     fn audit_commit_delay_is_bounded_and_named_with_its_line() {
         let with = |us: u64| format!("{MIN}[audit]\ncommit_delay_us = {us}\n");
-        assert_eq!(parse(&with(0)).unwrap().audit.commit_delay_us, 0);
+        assert_eq!(parse(&with(250)).unwrap().audit.commit_delay_us, 250);
         assert_eq!(
             parse(&with(100_000)).unwrap().audit.commit_delay_us,
             100_000
         );
-        assert_eq!(parse(MIN).unwrap().audit.commit_delay_us, 200);
+        assert_eq!(parse(MIN).unwrap().audit.commit_delay_us, 0);
         let e = parse(&with(100_001)).unwrap_err();
         assert!(e.contains("audit.commit_delay_us"), "{e}");
         assert!(e.contains("line 11"), "{e}");
