@@ -610,6 +610,11 @@ sys.exit(0 if out.returncode == 0 and v.get("token.login") == "ok" and v.get("to
     step "connect --transport sse: server-everything over HTTP+SSE" \
       session --version 2024-11-05 --tool echo --args '{"message":"over sse"}' --expect "Echo: over sse" -- \
       "$mcpgate" connect "http://127.0.0.1:$sse_port/sse" --transport sse --cache-dir "$oauth_work/connect-cache-sse"
+    # Without --transport: the POST of `initialize` gets 404 from this
+    # server, and the bridge falls back to HTTP+SSE by itself.
+    step "connect (transport auto): falls back to HTTP+SSE after the initialize POST gets 404" \
+      session --version 2024-11-05 --tool echo --args '{"message":"fell back"}' --expect "Echo: fell back" -- \
+      "$mcpgate" connect "http://127.0.0.1:$sse_port/sse" --cache-dir "$oauth_work/connect-cache-sse-auto"
   else
     record FAIL "connect: server-everything (sse) start" "log $work/logs/everything-sse.log"
   fi

@@ -11,6 +11,7 @@
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
@@ -314,4 +315,149 @@ fn plain_http_to_a_remote_host_is_refused() {
     );
     assert_eq!(run.code, Some(2));
     assert!(run.stderr.contains("not https"), "{}", run.stderr);
+}
+
+/// A 2024-11-05 HTTP+SSE server on raw sockets: `GET /mcp` opens the event
+/// stream and names `/message?s=1` as its endpoint; each `POST /message`
+/// gets 202 and its reply, `{"echo": METHOD}`, on the stream. `POST /mcp`
+/// (the Streamable HTTP attempt) gets `post_status`. Returns the port and
+/// the request lines seen.
+fn legacy_server(post_status: &'static str) -> (u16, Arc<Mutex<Vec<String>>>) {
+    use std::io::{BufRead as _, BufReader, Read as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let stream_slot: Arc<Mutex<Option<std::net::TcpStream>>> = Arc::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let (log, slot) = (log.clone(), stream_slot.clone());
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let request = line.trim_end().to_owned();
+                    let mut length = 0;
+                    loop {
+                        let mut h = String::new();
+                        reader.read_line(&mut h).unwrap();
+                        if h == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    log.lock().unwrap().push(request.clone());
+                    if request.starts_with("GET /mcp ") {
+                        conn.write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                              cache-control: no-cache\r\n\r\n\
+                              event: endpoint\ndata: /message?s=1\n\n",
+                        )
+                        .unwrap();
+                        *slot.lock().unwrap() = Some(conn);
+                        return;
+                    } else if request.starts_with("POST /message?s=1 ") {
+                        let msg: Value = serde_json::from_slice(&body).unwrap();
+                        conn.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+                            .unwrap();
+                        if let Some(id) = msg.get("id") {
+                            let reply = json!({"jsonrpc": "2.0", "id": id, "result": {"echo": msg["method"]}});
+                            let event = format!("event: message\ndata: {reply}\n\n");
+                            let mut stream = slot.lock().unwrap();
+                            stream
+                                .as_mut()
+                                .unwrap()
+                                .write_all(event.as_bytes())
+                                .unwrap();
+                        }
+                    } else {
+                        let body = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32600,"message":"refused by the test server"}}"#;
+                        let head = format!(
+                            "HTTP/1.1 {post_status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        conn.write_all(head.as_bytes()).unwrap();
+                        conn.write_all(body.as_bytes()).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn mcp_transports_backwards_compatibility_falls_back_to_http_sse_after_404() {
+    let (port, seen) = legacy_server("404 Not Found");
+    let dir = tempfile::tempdir().unwrap();
+    let run = connect(
+        &format!("http://127.0.0.1:{port}/mcp"),
+        &dir.path().join("cache"),
+        &[],
+        &[],
+        &session(&[call(2, "echo", json!({}))]),
+    );
+    assert!(run.ok, "{}", run.stderr);
+    // The initialize that got 404 was sent again on the HTTP+SSE transport.
+    assert_eq!(run.reply(1)["result"]["echo"], "initialize");
+    assert_eq!(run.reply(2)["result"]["echo"], "tools/call");
+    assert!(
+        run.stderr
+            .contains("trying the 2024-11-05 HTTP+SSE transport"),
+        "{}",
+        run.stderr
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0], "POST /mcp HTTP/1.1", "{seen:?}");
+    assert_eq!(seen[1], "GET /mcp HTTP/1.1", "{seen:?}");
+    assert_eq!(
+        seen.iter().filter(|r| r.starts_with("POST /mcp ")).count(),
+        1,
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn mcp_transports_a_400_to_initialize_is_relayed_not_a_fallback() {
+    let (port, seen) = legacy_server("400 Bad Request");
+    let dir = tempfile::tempdir().unwrap();
+    let run = connect(
+        &format!("http://127.0.0.1:{port}/mcp"),
+        &dir.path().join("cache"),
+        &[],
+        &[],
+        &[INIT.to_owned()],
+    );
+    assert_eq!(
+        run.reply(1)["error"]["message"],
+        "refused by the test server"
+    );
+    assert!(!run.stderr.contains("HTTP+SSE"), "{}", run.stderr);
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.iter().all(|r| !r.starts_with("GET ")), "{seen:?}");
+}
+
+#[test]
+fn mcp_transports_no_fallback_when_streamable_http_is_chosen() {
+    let (port, seen) = legacy_server("404 Not Found");
+    let dir = tempfile::tempdir().unwrap();
+    let run = connect(
+        &format!("http://127.0.0.1:{port}/mcp"),
+        &dir.path().join("cache"),
+        &["--transport", "streamable-http"],
+        &[],
+        &[INIT.to_owned()],
+    );
+    assert!(run.reply(1).get("error").is_some(), "{:?}", run.replies);
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.iter().all(|r| !r.starts_with("GET ")), "{seen:?}");
 }

@@ -1,6 +1,10 @@
 //! The relay: newline-delimited JSON-RPC on stdin/stdout on one side, the
 //! remote server's Streamable HTTP endpoint (or, with `--transport sse`, the
-//! 2024-11-05 HTTP+SSE transport) on the other.
+//! 2024-11-05 HTTP+SSE transport) on the other. By default the bridge
+//! starts with Streamable HTTP and falls back to HTTP+SSE when the server
+//! refuses the `initialize` POST with 404 or 405, as the specification's
+//! backwards-compatibility section tells clients to (2025-11-25,
+//! Transports).
 //!
 //! Each message from stdin is one POST, sent concurrently with the others
 //! except `initialize`, which is awaited so that the session id and the
@@ -13,6 +17,7 @@
 //! 401 and 403 `insufficient_scope` are handed to the [`Authorizer`] and the
 //! request is sent again, a bounded number of times.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -52,6 +57,11 @@ const BRIDGE_ERROR: i64 = -32603;
 /// Which transport the remote server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportChoice {
+    /// Streamable HTTP, or HTTP+SSE if the server answers the first
+    /// `initialize` POST with 404 or 405. Other refusals (a 400 for a bad
+    /// message, 401, 403) are a Streamable HTTP server's answers and are
+    /// relayed as such.
+    Auto,
     StreamableHttp,
     /// HTTP+SSE of the 2024-11-05 revision.
     LegacySse,
@@ -68,6 +78,16 @@ pub struct RelayOptions {
 }
 
 type Out = mpsc::Sender<Vec<u8>>;
+type Stdin = tokio::io::Lines<BufReader<tokio::io::Stdin>>;
+
+/// What became of a POST.
+enum Posted {
+    /// Answered, and the answer relayed (or an error reply written).
+    Relayed,
+    /// `initialize` refused with this status by a server that may speak
+    /// only HTTP+SSE ([`TransportChoice::Auto`]); nothing was relayed.
+    NotStreamable(Outgoing, u16),
+}
 
 struct Relay {
     http: reqwest::Client,
@@ -78,6 +98,9 @@ struct Relay {
     session: RwLock<Option<HeaderValue>>,
     /// The version `initialize` negotiated (stateful lifecycle).
     version: RwLock<Option<HeaderValue>>,
+    /// Until the first `initialize` is answered with [`TransportChoice::Auto`]:
+    /// a 404 or 405 to it means "try HTTP+SSE".
+    may_fall_back: std::sync::atomic::AtomicBool,
     /// Requests of the legacy transport whose replies (which come on the
     /// stream) are still owed, by id.
     pending: std::sync::Mutex<Vec<Value>>,
@@ -138,11 +161,15 @@ pub async fn run(auth: Arc<Authorizer>, opts: RelayOptions) -> Result<(), Connec
         out,
         session: RwLock::new(None),
         version: RwLock::new(None),
+        may_fall_back: (opts.transport == TransportChoice::Auto).into(),
         pending: std::sync::Mutex::new(Vec::new()),
     });
+    let stdin = BufReader::new(tokio::io::stdin()).lines();
     let result = match opts.transport {
-        TransportChoice::StreamableHttp => relay.clone().streamable().await,
-        TransportChoice::LegacySse => relay.clone().legacy().await,
+        TransportChoice::Auto | TransportChoice::StreamableHttp => {
+            relay.clone().streamable(stdin).await
+        }
+        TransportChoice::LegacySse => relay.clone().legacy(stdin, None).await,
     };
     drop(relay);
     let _ = writer.await;
@@ -160,8 +187,7 @@ async fn write_stdout(mut rx: mpsc::Receiver<Vec<u8>>) {
 }
 
 impl Relay {
-    async fn streamable(self: Arc<Self>) -> Result<(), ConnectError> {
-        let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    async fn streamable(self: Arc<Self>, mut stdin: Stdin) -> Result<(), ConnectError> {
         let mut tasks = JoinSet::new();
         let mut listener: Option<tokio::task::JoinHandle<()>> = None;
         while let Some(line) = stdin
@@ -190,7 +216,17 @@ impl Relay {
             // (`notifications/initialized` before the first request).
             let initialize = msg.method.as_deref() == Some("initialize");
             if initialize || msg.id.is_none() {
-                self.clone().post(msg).await;
+                if let Posted::NotStreamable(msg, status) = self.clone().post(msg).await {
+                    eprintln!(
+                        "mcpgate connect: {} answered the initialize POST with HTTP {status}; \
+                         trying the 2024-11-05 HTTP+SSE transport",
+                        self.url
+                    );
+                    // Requests sent before `initialize` (there should be
+                    // none) are answered before the transport changes.
+                    while tasks.join_next().await.is_some() {}
+                    return self.legacy(stdin, Some(msg)).await;
+                }
                 if initialize && listener.is_none() && self.session_id().is_some() {
                     listener = Some(tokio::spawn(self.clone().listen()));
                 }
@@ -227,7 +263,7 @@ impl Relay {
     }
 
     /// Sends one message and relays what comes back.
-    async fn post(self: Arc<Self>, msg: Outgoing) {
+    async fn post(self: Arc<Self>, msg: Outgoing) -> Posted {
         let (mut reauth, mut step_up) = (0, 0);
         loop {
             self.auth.before_request().await;
@@ -261,7 +297,7 @@ impl Relay {
                     let why = format!("cannot reach {}: {}", self.url, error_chain(&e));
                     eprintln!("mcpgate connect: {why}");
                     self.reply_error(msg.id.as_ref(), BRIDGE_ERROR, &why).await;
-                    return;
+                    return Posted::Relayed;
                 }
             };
             let status = resp.status().as_u16();
@@ -271,7 +307,10 @@ impl Relay {
                 reauth += 1;
                 match self.auth.renew(failed, 401, challenge.as_ref()).await {
                     Ok(()) => continue,
-                    Err(e) => return self.auth_failed(&msg, &e).await,
+                    Err(e) => {
+                        self.auth_failed(&msg, &e).await;
+                        return Posted::Relayed;
+                    }
                 }
             }
             let insufficient =
@@ -291,7 +330,10 @@ impl Relay {
                     step_up += 1;
                     match self.auth.renew(failed, 403, challenge.as_ref()).await {
                         Ok(()) => continue,
-                        Err(e) => return self.auth_failed(&msg, &e).await,
+                        Err(e) => {
+                            self.auth_failed(&msg, &e).await;
+                            return Posted::Relayed;
+                        }
                     }
                 } else {
                     eprintln!(
@@ -300,6 +342,12 @@ impl Relay {
                         self.url
                     );
                 }
+            }
+            if msg.method.as_deref() == Some("initialize")
+                && self.may_fall_back.swap(false, Ordering::Relaxed)
+                && matches!(status, 404 | 405)
+            {
+                return Posted::NotStreamable(msg, status);
             }
             if status == 404
                 && msg.method.as_deref() != Some("initialize")
@@ -319,7 +367,7 @@ impl Relay {
                 *g = Some(s.clone());
             }
             self.relay_response(resp, &msg).await;
-            return;
+            return Posted::Relayed;
         }
     }
 
@@ -577,7 +625,69 @@ impl Relay {
 
     /// HTTP+SSE (2024-11-05): a GET stream whose first event names the URL
     /// to POST messages to; every reply comes on the stream.
-    async fn legacy(self: Arc<Self>) -> Result<(), ConnectError> {
+    /// The HTTP+SSE transport: opens the event stream, then posts each
+    /// message (`first`, then stdin's) to the endpoint it names.
+    async fn legacy(
+        self: Arc<Self>,
+        mut stdin: Stdin,
+        first: Option<Outgoing>,
+    ) -> Result<(), ConnectError> {
+        let (resp, mut parser, endpoint) = match self.open_legacy().await {
+            Ok(opened) => opened,
+            Err(e) => {
+                // The client waiting for its `initialize` gets an answer.
+                if let Some(msg) = &first {
+                    self.reply_error(msg.id.as_ref(), BRIDGE_ERROR, &e.to_string())
+                        .await;
+                }
+                return Err(e);
+            }
+        };
+        let reader = {
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.pump(resp, &mut parser, None).await;
+            })
+        };
+        if let Some(msg) = first {
+            self.clone().legacy_post(endpoint.clone(), msg).await;
+        }
+        loop {
+            tokio::select! {
+                line = stdin.next_line() => {
+                    let Some(line) = line.map_err(|e| ConnectError::Transport(e.to_string()))? else { break };
+                    if line.trim().is_empty() { continue; }
+                    match Outgoing::parse(line.as_bytes()) {
+                        // In order: replies come on the stream, so a POST
+                        // only waits for its 202.
+                        Ok(msg) => self.clone().legacy_post(endpoint.clone(), msg).await,
+                        Err(e) => {
+                            self.reply_error(jsonrpc::salvage_id(line.as_bytes()).as_ref(), e.code(), &e.to_string()).await;
+                        }
+                    }
+                }
+                _ = async { while !reader.is_finished() { tokio::time::sleep(Duration::from_millis(200)).await } } => {
+                    return Err(ConnectError::Transport(format!("the server closed the event stream at {}", self.url)));
+                }
+            }
+        }
+        // Replies to the last requests arrive on the stream: wait for them
+        // (as long as the stream lasts, at most LEGACY_DRAIN).
+        let deadline = tokio::time::Instant::now() + LEGACY_DRAIN;
+        while !reader.is_finished()
+            && tokio::time::Instant::now() < deadline
+            && self.pending.lock().is_ok_and(|p| !p.is_empty())
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        reader.abort();
+        Ok(())
+    }
+
+    /// Opens the HTTP+SSE event stream (re-authorizing after a 401) and
+    /// reads up to its `endpoint` event: the stream, its parser, and the
+    /// URL to post to (on the stream's origin only).
+    async fn open_legacy(&self) -> Result<(reqwest::Response, sse::Parser, Url), ConnectError> {
         let mut reauth = 0;
         let resp = loop {
             let sent = self.auth.bearer();
@@ -601,8 +711,9 @@ impl Relay {
             }
             if !(200..300).contains(&status) {
                 return Err(ConnectError::Transport(format!(
-                    "the event stream at {} answered HTTP {status} (is it an HTTP+SSE server? \
-                     try --transport streamable-http)",
+                    "the HTTP+SSE event stream at {} answered HTTP {status} (is this the \
+                     server's SSE endpoint? A Streamable HTTP server is reached with \
+                     --transport streamable-http)",
                     self.url
                 )));
             }
@@ -639,43 +750,7 @@ impl Relay {
                 break u;
             }
         };
-        let reader = {
-            let me = self.clone();
-            tokio::spawn(async move {
-                me.pump(resp, &mut parser, None).await;
-            })
-        };
-        let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-        loop {
-            tokio::select! {
-                line = stdin.next_line() => {
-                    let Some(line) = line.map_err(|e| ConnectError::Transport(e.to_string()))? else { break };
-                    if line.trim().is_empty() { continue; }
-                    match Outgoing::parse(line.as_bytes()) {
-                        // In order: replies come on the stream, so a POST
-                        // only waits for its 202.
-                        Ok(msg) => self.clone().legacy_post(endpoint.clone(), msg).await,
-                        Err(e) => {
-                            self.reply_error(jsonrpc::salvage_id(line.as_bytes()).as_ref(), e.code(), &e.to_string()).await;
-                        }
-                    }
-                }
-                _ = async { while !reader.is_finished() { tokio::time::sleep(Duration::from_millis(200)).await } } => {
-                    return Err(ConnectError::Transport(format!("the server closed the event stream at {}", self.url)));
-                }
-            }
-        }
-        // Replies to the last requests arrive on the stream: wait for them
-        // (as long as the stream lasts, at most LEGACY_DRAIN).
-        let deadline = tokio::time::Instant::now() + LEGACY_DRAIN;
-        while !reader.is_finished()
-            && tokio::time::Instant::now() < deadline
-            && self.pending.lock().is_ok_and(|p| !p.is_empty())
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        reader.abort();
-        Ok(())
+        Ok((resp, parser, endpoint))
     }
 
     async fn legacy_post(self: Arc<Self>, endpoint: Url, msg: Outgoing) {

@@ -17,6 +17,10 @@ use zeroize::Zeroizing;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum TransportArg {
+    /// Streamable HTTP, or HTTP+SSE when the server answers the
+    /// `initialize` POST with 404 or 405 (what the MCP specification tells
+    /// clients that support older servers to do).
+    Auto,
     /// Streamable HTTP (the MCP transport since 2025-03-26).
     StreamableHttp,
     /// HTTP+SSE, the 2024-11-05 transport of older servers.
@@ -36,7 +40,7 @@ pub(super) struct ConnectArgs {
     /// The MCP server URL, exactly as clients are given it.
     url: String,
     /// The transport the server speaks.
-    #[arg(long, value_enum, default_value = "streamable-http")]
+    #[arg(long, value_enum, default_value = "auto")]
     transport: TransportArg,
     /// How to get tokens.
     #[arg(long, value_enum, default_value = "authorization-code")]
@@ -185,6 +189,7 @@ async fn run(args: ConnectArgs) -> Result<(), ConnectError> {
             login_timeout: Duration::from_secs(args.login_timeout),
         },
         relay_transport: match args.transport {
+            TransportArg::Auto => TransportChoice::Auto,
             TransportArg::StreamableHttp => TransportChoice::StreamableHttp,
             TransportArg::Sse => TransportChoice::LegacySse,
         },
