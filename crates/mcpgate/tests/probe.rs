@@ -312,6 +312,9 @@ enum Defect {
     NoChallenge,
     /// The issuer has a path, but its metadata is only at the root.
     MetadataAtRoot,
+    /// No Streamable HTTP: POST gets 404, a GET opens a 2024-11-05 HTTP+SSE
+    /// event stream.
+    HttpSseOnly,
 }
 
 struct Mock {
@@ -344,6 +347,12 @@ async fn handle(
     let d = m.defect;
     let json = |v: Value| axum::Json(v).into_response();
     match (method.as_str(), uri.path()) {
+        ("POST", "/mcp") if d == Defect::HttpSseOnly => StatusCode::NOT_FOUND.into_response(),
+        ("GET", "/mcp") if d == Defect::HttpSseOnly => (
+            [("content-type", "text/event-stream")],
+            "event: endpoint\ndata: /messages?session=1\n\n",
+        )
+            .into_response(),
         ("POST", "/mcp") => {
             if d == Defect::AcceptsAnyToken && headers.contains_key("authorization") {
                 return json(json!({"jsonrpc": "2.0", "id": 1, "result": {
@@ -420,6 +429,44 @@ async fn control_a_well_formed_server_violates_no_must() {
     assert_eq!(violated_musts(&r), Vec::<String>::new(), "{r:#}");
     assert_eq!(code, 0);
     assert_eq!(check(&r, "prm.resource_matches").1, "ok");
+    assert_eq!(check(&r, "mcp.streamable_http").1, "ok");
+}
+
+#[tokio::test]
+async fn mcp_transports_a_server_speaking_only_http_sse_is_named() {
+    let url = mock(Defect::HttpSseOnly).await;
+    let (_, r) = probe(&url, &[], &[]).await;
+    let (level, verdict, c) = check(&r, "mcp.streamable_http");
+    assert_eq!((level, verdict), ("should", "missed"), "{c}");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP+SSE event stream (200)"),
+        "{c}"
+    );
+    // Not "check the path": the path is right, the transport is old.
+    let (_, _, c) = check(&r, "mcp.unauthenticated_401");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .contains("2024-11-05 HTTP+SSE"),
+        "{c}"
+    );
+}
+
+#[tokio::test]
+async fn mcp_transports_a_missing_endpoint_is_not_taken_for_http_sse() {
+    // The mock answers 404 to everything at this path.
+    let url = mock(Defect::None).await.replace("/mcp", "/nothing");
+    let (_, r) = probe(&url, &[], &[]).await;
+    assert_eq!(check(&r, "mcp.streamable_http").1, "skipped");
+    let (_, _, c) = check(&r, "mcp.unauthenticated_401");
+    assert!(
+        c["message"].as_str().unwrap().contains("check the path"),
+        "{c}"
+    );
 }
 
 #[tokio::test]

@@ -38,6 +38,8 @@ pub const CATALOG: &[Spec] = &[
         "the MCP endpoint is served over https"),
     c("mcp.reachable", Must, "MCP Streamable HTTP transport",
         "the MCP endpoint answers a POST"),
+    c("mcp.streamable_http", Should, "MCP Transports §Streamable HTTP, §Backwards Compatibility",
+        "the endpoint speaks Streamable HTTP, not only the 2024-11-05 HTTP+SSE transport"),
     c("mcp.unauthenticated_401", Must, "MCP Authorization §Error Handling; RFC 6750 §3",
         "an initialize without credentials gets 401"),
     c("mcp.challenge_bearer", Must, "RFC 9110 §15.5.2; RFC 6750 §3",

@@ -118,6 +118,35 @@ pub async fn run(p: &mut Probe<'_>) -> bool {
     p.f.legacy_status = Some(resp.status);
     let s = resp.status;
     p.f.unprotected = (200..300).contains(&s);
+    // Where Streamable HTTP finds nothing, an older server may still speak
+    // HTTP+SSE at the same URL (and clients that fall back reach it).
+    let legacy = if matches!(s, 404 | 405) {
+        legacy_transport(p, &url).await
+    } else {
+        None
+    };
+    p.push(match (s, legacy) {
+        (404 | 405, Some(get)) => Check::new(
+            "mcp.streamable_http",
+            Missed,
+            format!(
+                "the POST got {s}, but a GET opened a 2024-11-05 HTTP+SSE event stream ({get}): \
+                 clients that speak only Streamable HTTP cannot use this URL (`mcpgate connect` \
+                 falls back to HTTP+SSE)"
+            ),
+        )
+        .evidence(url.clone()),
+        (404 | 405, None) => Check::new(
+            "mcp.streamable_http",
+            Skipped,
+            format!("no MCP endpoint at this URL ({s} to a POST, no event stream to a GET)"),
+        ),
+        _ => Check::new(
+            "mcp.streamable_http",
+            Verdict::Ok,
+            format!("answered the initialize POST ({s})"),
+        ),
+    });
     let check = match s {
         401 => Check::new(
             "mcp.unauthenticated_401",
@@ -141,6 +170,12 @@ pub async fn run(p: &mut Probe<'_>) -> bool {
             "403 to a request without credentials: clients start authorization only on 401",
         )
         .evidence(resp.body_excerpt(200)),
+        404 | 405 if legacy.is_some() => Check::new(
+            "mcp.unauthenticated_401",
+            Violated,
+            format!("{s}: this URL speaks the 2024-11-05 HTTP+SSE transport, not Streamable HTTP (see mcp.streamable_http)"),
+        )
+        .evidence(url.clone()),
         404 | 405 => Check::new(
             "mcp.unauthenticated_401",
             Violated,
@@ -165,6 +200,22 @@ pub async fn run(p: &mut Probe<'_>) -> bool {
     }
     modern(p, &url).await;
     true
+}
+
+/// The status of a GET of `url` that looks like the 2024-11-05 HTTP+SSE
+/// transport: an event stream whose first event is `endpoint`, or a 401
+/// (a protected one; the POST found nothing there).
+async fn legacy_transport(p: &Probe<'_>, url: &str) -> Option<u16> {
+    let resp = p.mcp_get_event_stream(url).await.ok()?;
+    let endpoint_event = resp.media_type().as_deref() == Some("text/event-stream")
+        && String::from_utf8_lossy(&resp.body)
+            .lines()
+            .any(|l| matches!(l.trim_end(), "event: endpoint" | "event:endpoint"));
+    match resp.status {
+        200..=299 if endpoint_event => Some(resp.status),
+        401 => Some(401),
+        _ => None,
+    }
 }
 
 fn challenge_checks(p: &mut Probe<'_>, values: &[String]) {

@@ -301,6 +301,17 @@ impl Probe<'_> {
         }
         self.http.send(req).await
     }
+
+    /// A GET of `url` for an event stream, the first request of the
+    /// 2024-11-05 HTTP+SSE transport, with the caller's extra headers; the
+    /// stream is read up to its first event.
+    pub async fn mcp_get_event_stream(&self, url: &str) -> Result<Fetched, String> {
+        let mut req = self.http.get(url).header("accept", "text/event-stream");
+        for (k, v) in &self.opts.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        self.http.send(req).await
+    }
 }
 
 #[cfg(test)]
