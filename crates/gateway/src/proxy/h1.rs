@@ -30,7 +30,11 @@
 //! skipped), and a body delimited by `Content-Length`, by `chunked` (§7.1,
 //! [`ChunkedDecoder`]) or by the connection's close (§6.3). A connection
 //! goes back to the pool only when its response was read to its exact end
-//! under HTTP/1.1 without `Connection: close`.
+//! under HTTP/1.1 without `Connection: close`. A body that arrived whole
+//! with its head (the usual JSON answer) is taken off the connection at
+//! once, and the connection goes back to the pool before the body is
+//! relayed: the gateway holds a response until its audit record is
+//! durable, and the upstream connection should not wait with it.
 
 use std::io;
 use std::pin::Pin;
@@ -38,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf as _, Bytes};
+use bytes::{Buf as _, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, ReadBuf};
@@ -99,6 +103,7 @@ pub async fn request(
         RelayBody {
             stream: Some(stream),
             pending: rest,
+            ready: Bytes::new(),
             framing,
             pool: None,
         },
@@ -226,11 +231,14 @@ pub async fn exchange(
         let mut body = RelayBody {
             stream: Some(stream),
             pending: rest,
+            ready: Bytes::new(),
             framing,
             pool: reusable.then(|| pool.clone()),
         };
         // A body that is already complete (none, or read with the head)
-        // frees its connection now: the client's side may never poll it.
+        // frees its connection now: the client's side may never poll it,
+        // or only after a wait (the audit record's commit).
+        body.take_complete();
         body.release();
         return Ok(http::Response::from_parts(parts, body));
     }
@@ -407,6 +415,9 @@ pub struct RelayBody {
     stream: Option<TcpStream>,
     /// Bytes read but not yet decoded.
     pending: Bytes,
+    /// The whole body, decoded, when it came with the head (see
+    /// [`RelayBody::take_complete`]); empty once handed on.
+    ready: Bytes,
     framing: Framing,
     /// Where the connection goes when the body was read to its exact end
     /// (`None`: it is closed with the body).
@@ -425,6 +436,48 @@ impl RelayBody {
             Framing::Length(n) => *n == 0,
             Framing::Chunked(d) => d.is_done(),
             Framing::Close => false,
+        }
+    }
+
+    /// If `pending` holds the whole body, decodes it into `ready`, leaving
+    /// the framing at its end; bytes after the end make the connection
+    /// unfit for reuse, as when they are met while relaying. A body not
+    /// complete yet is left as it is, to be read as the client polls.
+    fn take_complete(&mut self) {
+        match &mut self.framing {
+            Framing::Length(n) => {
+                let Ok(len) = usize::try_from(*n) else { return };
+                if len == 0 || self.pending.len() < len {
+                    return;
+                }
+                self.ready = self.pending.split_to(len);
+                *n = 0;
+            }
+            Framing::Chunked(decoder) => {
+                // On a copy: committed only if the body ends in `pending`.
+                let mut d = decoder.clone();
+                let mut input = self.pending.clone();
+                let mut data = BytesMut::new();
+                loop {
+                    match d.decode(&mut input) {
+                        Ok(Some(piece)) => data.extend_from_slice(&piece),
+                        Ok(None) => break,
+                        // Reported when the client's side reads it.
+                        Err(_) => return,
+                    }
+                }
+                if !d.is_done() {
+                    return;
+                }
+                *decoder = d;
+                self.ready = data.freeze();
+                self.pending = input;
+            }
+            Framing::Close => return,
+        }
+        if !self.pending.is_empty() {
+            self.pool = None;
+            self.pending = Bytes::new();
         }
     }
 
@@ -461,6 +514,9 @@ impl http_body::Body for RelayBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
+        if !this.ready.is_empty() {
+            return Poll::Ready(Some(Ok(Frame::data(std::mem::take(&mut this.ready)))));
+        }
         loop {
             if this.is_done() {
                 this.release();
@@ -516,13 +572,18 @@ impl http_body::Body for RelayBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.is_done()
+        self.ready.is_empty() && self.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
+        let ready = self.ready.len() as u64;
         match self.framing {
-            Framing::Length(n) => SizeHint::with_exact(n),
-            _ => SizeHint::default(),
+            Framing::Length(n) => SizeHint::with_exact(n + ready),
+            _ => {
+                let mut hint = SizeHint::default();
+                hint.set_lower(ready);
+                hint
+            }
         }
     }
 }
@@ -531,7 +592,7 @@ impl http_body::Body for RelayBody {
 /// no buffer: data is handed on as slices of the input; chunk extensions
 /// and trailer fields are skipped (at most [`MAX_CHUNK_METADATA`] bytes per
 /// extension list or trailer section).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ChunkedDecoder {
     state: ChunkState,
     /// Extension or trailer bytes skipped so far on this line or section.
@@ -755,6 +816,107 @@ mod tests {
         let mut long_trailer = b"0\r\n".to_vec();
         long_trailer.extend(std::iter::repeat_n(b'a', MAX_CHUNK_METADATA + 1));
         assert!(decode(&long_trailer, 512).is_err());
+    }
+
+    /// A raw upstream: each connection answers every request it reads with
+    /// `answer` in one write (and, if `late_body`, writes a 2-byte body
+    /// only 100 ms later); returns its address and the connections
+    /// accepted so far.
+    async fn upstream(
+        answer: &'static [u8],
+        late_body: bool,
+    ) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    // Each request is small and arrives in one read.
+                    while s.read(&mut buf).await.unwrap_or(0) > 0 {
+                        s.write_all(answer).await.unwrap();
+                        if late_body {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            s.write_all(b"{}").await.unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    async fn post(pool: &Arc<Pool>, addr: std::net::SocketAddr) -> http::Response<RelayBody> {
+        let uri: Uri = format!("http://{addr}/mcp").parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::HOST,
+            HeaderValue::from_str(&addr.to_string()).unwrap(),
+        );
+        exchange(
+            pool,
+            &uri,
+            &Method::POST,
+            &headers,
+            b"{}",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn body(resp: http::Response<RelayBody>) -> Bytes {
+        use http_body_util::BodyExt as _;
+        resp.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn rfc9112_9_3_a_body_that_came_with_its_head_frees_the_connection_before_it_is_read() {
+        for answer in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"[..],
+            &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\n{\r\n1\r\n}\r\n0\r\n\r\n"
+                [..],
+        ] {
+            let (addr, accepted) = upstream(answer, false).await;
+            let pool = Pool::new();
+            let first = post(&pool, addr).await;
+            // The first body is unread, yet its connection serves the next.
+            let second = post(&pool, addr).await;
+            assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+            assert!(!http_body::Body::is_end_stream(first.body()));
+            assert_eq!(http_body::Body::size_hint(first.body()).lower(), 2);
+            assert_eq!(body(first).await, "{}");
+            assert_eq!(body(second).await, "{}");
+        }
+    }
+
+    #[tokio::test]
+    async fn rfc9112_9_3_a_body_still_arriving_keeps_its_connection() {
+        let (addr, accepted) =
+            upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n", true).await;
+        let pool = Pool::new();
+        let first = post(&pool, addr).await;
+        let second = post(&pool, addr).await;
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(body(first).await, "{}");
+        assert_eq!(body(second).await, "{}");
+    }
+
+    #[tokio::test]
+    async fn rfc9112_6_3_bytes_after_a_body_that_came_with_its_head_are_not_reused() {
+        let (addr, accepted) = upstream(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}HTTP/1.1 200 OK\r\n",
+            false,
+        )
+        .await;
+        let pool = Pool::new();
+        assert_eq!(body(post(&pool, addr).await).await, "{}");
+        let _second = post(&pool, addr).await;
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     proptest! {
