@@ -315,6 +315,8 @@ enum Defect {
     /// No Streamable HTTP: POST gets 404, a GET opens a 2024-11-05 HTTP+SSE
     /// event stream.
     HttpSseOnly,
+    /// As `HttpSseOnly`, protected: the GET gets 401.
+    HttpSseOnlyProtected,
 }
 
 struct Mock {
@@ -347,7 +349,14 @@ async fn handle(
     let d = m.defect;
     let json = |v: Value| axum::Json(v).into_response();
     match (method.as_str(), uri.path()) {
-        ("POST", "/mcp") if d == Defect::HttpSseOnly => StatusCode::NOT_FOUND.into_response(),
+        ("POST", "/mcp") if matches!(d, Defect::HttpSseOnly | Defect::HttpSseOnlyProtected) => {
+            StatusCode::NOT_FOUND.into_response()
+        }
+        ("GET", "/mcp") if d == Defect::HttpSseOnlyProtected => (
+            StatusCode::UNAUTHORIZED,
+            [("www-authenticate", r#"Bearer scope="mcp""#)],
+        )
+            .into_response(),
         ("GET", "/mcp") if d == Defect::HttpSseOnly => (
             [("content-type", "text/event-stream")],
             "event: endpoint\ndata: /messages?session=1\n\n",
@@ -454,6 +463,15 @@ async fn mcp_transports_a_server_speaking_only_http_sse_is_named() {
             .contains("2024-11-05 HTTP+SSE"),
         "{c}"
     );
+}
+
+#[tokio::test]
+async fn mcp_transports_a_protected_http_sse_server_is_named() {
+    let url = mock(Defect::HttpSseOnlyProtected).await;
+    let (_, r) = probe(&url, &[], &[]).await;
+    let (_, verdict, c) = check(&r, "mcp.streamable_http");
+    assert_eq!(verdict, "missed", "{c}");
+    assert!(c["message"].as_str().unwrap().contains("got 401"), "{c}");
 }
 
 #[tokio::test]

@@ -130,9 +130,15 @@ pub async fn run(p: &mut Probe<'_>) -> bool {
             "mcp.streamable_http",
             Missed,
             format!(
-                "the POST got {s}, but a GET opened a 2024-11-05 HTTP+SSE event stream ({get}): \
-                 clients that speak only Streamable HTTP cannot use this URL (`mcpgate connect` \
-                 falls back to HTTP+SSE)"
+                "the POST got {s}, but {}: clients that speak only Streamable HTTP cannot use \
+                 this URL (`mcpgate connect` falls back to HTTP+SSE)",
+                if get == 401 {
+                    "a GET for an event stream got 401, as a protected 2024-11-05 HTTP+SSE \
+                     server answers"
+                        .to_owned()
+                } else {
+                    format!("a GET opened a 2024-11-05 HTTP+SSE event stream ({get})")
+                }
             ),
         )
         .evidence(url.clone()),
