@@ -290,9 +290,7 @@ impl Probe<'_> {
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .body(body.to_string());
-        for (k, v) in &self.opts.headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
+        req = self.caller_headers(req);
         for (k, v) in extra {
             req = req.header(*k, *v);
         }
@@ -306,11 +304,17 @@ impl Probe<'_> {
     /// 2024-11-05 HTTP+SSE transport, with the caller's extra headers; the
     /// stream is read up to its first event.
     pub async fn mcp_get_event_stream(&self, url: &str) -> Result<Fetched, String> {
-        let mut req = self.http.get(url).header("accept", "text/event-stream");
+        let req = self.http.get(url).header("accept", "text/event-stream");
+        self.http.send(self.caller_headers(req)).await
+    }
+
+    /// `req` with the caller's `--header`s, which go to the MCP endpoint
+    /// only.
+    fn caller_headers(&self, mut req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         for (k, v) in &self.opts.headers {
             req = req.header(k.as_str(), v.as_str());
         }
-        self.http.send(req).await
+        req
     }
 }
 
