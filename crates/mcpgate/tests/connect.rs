@@ -395,14 +395,31 @@ fn legacy_server(post_status: &'static str) -> (u16, Arc<Mutex<Vec<String>>>) {
     (port, seen)
 }
 
-#[test]
-fn mcp_transports_backwards_compatibility_falls_back_to_http_sse_after_404() {
-    let (port, seen) = legacy_server("404 Not Found");
+/// `mcpgate connect ARGS` with `lines` against a fresh [`legacy_server`]
+/// answering the Streamable HTTP POST with `post_status`; the run and the
+/// request lines the server saw.
+fn connect_to_legacy(
+    post_status: &'static str,
+    args: &[&str],
+    lines: &[String],
+) -> (Run, Vec<String>) {
+    let (port, seen) = legacy_server(post_status);
     let dir = tempfile::tempdir().unwrap();
     let run = connect(
         &format!("http://127.0.0.1:{port}/mcp"),
         &dir.path().join("cache"),
+        args,
         &[],
+        lines,
+    );
+    let seen = seen.lock().unwrap().clone();
+    (run, seen)
+}
+
+#[test]
+fn mcp_transports_backwards_compatibility_falls_back_to_http_sse_after_404() {
+    let (run, seen) = connect_to_legacy(
+        "404 Not Found",
         &[],
         &session(&[call(2, "echo", json!({}))]),
     );
@@ -416,7 +433,6 @@ fn mcp_transports_backwards_compatibility_falls_back_to_http_sse_after_404() {
         "{}",
         run.stderr
     );
-    let seen = seen.lock().unwrap().clone();
     assert_eq!(seen[0], "POST /mcp HTTP/1.1", "{seen:?}");
     assert_eq!(seen[1], "GET /mcp HTTP/1.1", "{seen:?}");
     assert_eq!(
@@ -428,36 +444,22 @@ fn mcp_transports_backwards_compatibility_falls_back_to_http_sse_after_404() {
 
 #[test]
 fn mcp_transports_a_400_to_initialize_is_relayed_not_a_fallback() {
-    let (port, seen) = legacy_server("400 Bad Request");
-    let dir = tempfile::tempdir().unwrap();
-    let run = connect(
-        &format!("http://127.0.0.1:{port}/mcp"),
-        &dir.path().join("cache"),
-        &[],
-        &[],
-        &[INIT.to_owned()],
-    );
+    let (run, seen) = connect_to_legacy("400 Bad Request", &[], &[INIT.to_owned()]);
     assert_eq!(
         run.reply(1)["error"]["message"],
         "refused by the test server"
     );
     assert!(!run.stderr.contains("HTTP+SSE"), "{}", run.stderr);
-    let seen = seen.lock().unwrap().clone();
     assert!(seen.iter().all(|r| !r.starts_with("GET ")), "{seen:?}");
 }
 
 #[test]
 fn mcp_transports_no_fallback_when_streamable_http_is_chosen() {
-    let (port, seen) = legacy_server("404 Not Found");
-    let dir = tempfile::tempdir().unwrap();
-    let run = connect(
-        &format!("http://127.0.0.1:{port}/mcp"),
-        &dir.path().join("cache"),
+    let (run, seen) = connect_to_legacy(
+        "404 Not Found",
         &["--transport", "streamable-http"],
-        &[],
         &[INIT.to_owned()],
     );
     assert!(run.reply(1).get("error").is_some(), "{:?}", run.replies);
-    let seen = seen.lock().unwrap().clone();
     assert!(seen.iter().all(|r| !r.starts_with("GET ")), "{seen:?}");
 }
