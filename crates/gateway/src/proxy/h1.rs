@@ -479,10 +479,18 @@ impl RelayBody {
             }
             Framing::Close => return,
         }
+        self.body_ended();
+    }
+
+    /// At the end of the body: bytes read past it are dropped with the
+    /// connection, which is then not reused (a second answer must never
+    /// reach the next caller). An emptied `Bytes` would still hold its
+    /// allocation, so `pending` is replaced.
+    fn body_ended(&mut self) {
         if !self.pending.is_empty() {
             self.pool = None;
-            self.pending = Bytes::new();
         }
+        self.pending = Bytes::new();
     }
 
     /// Hands the connection back to the pool if the response was read to
@@ -548,25 +556,14 @@ impl http_body::Body for RelayBody {
                     *remaining -= n as u64;
                     let data = this.pending.split_to(n);
                     if *remaining == 0 {
-                        // Bytes past the declared length are dropped with
-                        // the connection, which is not reused.
-                        if !this.pending.is_empty() {
-                            this.pool = None;
-                        }
-                        this.pending = Bytes::new();
+                        this.body_ended();
                     }
                     data
                 }
                 Framing::Chunked(decoder) => match decoder.decode(&mut this.pending)? {
                     Some(data) => data,
                     None => {
-                        // Bytes after the last chunk are dropped with the
-                        // connection, which is not reused.
-                        if !this.pending.is_empty() {
-                            this.pool = None;
-                        }
-                        // An emptied `Bytes` still holds its allocation.
-                        this.pending = Bytes::new();
+                        this.body_ended();
                         continue;
                     }
                 },
