@@ -22,11 +22,14 @@
 //! the code flow's latency per step and refresh-token grants per second on
 //! the embedded SQLite store, next to a SQLite baseline on the same disk
 //! (see `oauth.rs`).
+//! `mcpgate-bench audit` measures the audit trail's writer alone, in
+//! process (see `audit.rs`).
 //! See `crates/bench/README.md` for how to run it and read the output.
 //!
 //! Trust boundary: none; this is a local measuring tool. It only signals
 //! processes it started, by their pid.
 
+mod audit;
 mod issuer;
 mod load;
 mod oauth;
@@ -61,6 +64,10 @@ enum Command {
     /// step and refresh-token grants per second on SQLite, next to a SQLite
     /// baseline on the same disk.
     Oauth(oauth::OauthArgs),
+    /// Benchmark the audit trail's writer alone, in this process: durable
+    /// appends to SQLite from N concurrent callers, with records per commit
+    /// and the writer thread's CPU per record.
+    Audit(audit::AuditArgs),
 }
 
 /// Options of the benchmark run (the default command).
@@ -131,6 +138,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Upstream(args)) => upstream::main(&args),
         Some(Command::Oauth(args)) => oauth::main(args),
+        Some(Command::Audit(args)) => audit::main(args),
         None => run::main(cli.run),
     };
     match result {
@@ -193,5 +201,16 @@ mod tests {
         assert_eq!(a.duration, Duration::from_secs(5));
         assert_eq!(a.concurrency, vec![1, 4, 16]);
         assert_eq!(a.flows, 200);
+    }
+
+    #[test]
+    fn audit_subcommand_defaults() {
+        let cli = Cli::try_parse_from(["mcpgate-bench", "audit", "--concurrency", "1,32"]).unwrap();
+        let Some(Command::Audit(a)) = cli.command else {
+            panic!("not the audit command");
+        };
+        assert_eq!(a.concurrency, vec![1, 32]);
+        assert_eq!((a.rounds, a.workers), (3, 1));
+        assert_eq!(a.duration, Duration::from_secs(5));
     }
 }
