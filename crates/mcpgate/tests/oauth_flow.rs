@@ -278,6 +278,32 @@ fn authorize_url(
     u.to_string()
 }
 
+/// Posts the login form of the authorization page as alice, with the
+/// pending `request` and `csrf` fields given (tests forge them).
+async fn post_login(gw: &Gw, b: &Browser, request: &str, csrf: &str, password: &str) -> Page {
+    b.post(
+        &format!("{}/oauth/authorize", gw.base),
+        &[
+            ("action", "login"),
+            ("request", request),
+            ("csrf", csrf),
+            ("username", "alice"),
+            ("password", password),
+        ],
+    )
+    .await
+}
+
+/// Posts the consent form (`action`: allow or deny) with the `request` and
+/// `csrf` fields given.
+async fn post_consent(gw: &Gw, b: &Browser, action: &str, request: &str, csrf: &str) -> Page {
+    b.post(
+        &format!("{}/oauth/authorize", gw.base),
+        &[("action", action), ("request", request), ("csrf", csrf)],
+    )
+    .await
+}
+
 /// Logs in as alice (unless signed in already) and allows: returns the
 /// redirect page.
 async fn login_and_allow(gw: &Gw, b: &Browser, url: &str) -> Page {
@@ -286,30 +312,25 @@ async fn login_and_allow(gw: &Gw, b: &Browser, url: &str) -> Page {
     if login.body.contains("value=\"allow\"") {
         return allow_again(gw, b, url).await;
     }
-    let page = b
-        .post(
-            &format!("{}/oauth/authorize", gw.base),
-            &[
-                ("action", "login"),
-                ("request", &login.field("request").unwrap()),
-                ("csrf", &login.field("csrf").unwrap()),
-                ("username", "alice"),
-                ("password", PASSWORD),
-            ],
-        )
-        .await;
+    let page = post_login(
+        gw,
+        b,
+        &login.field("request").unwrap(),
+        &login.field("csrf").unwrap(),
+        PASSWORD,
+    )
+    .await;
     if page.status == 303 {
         return page;
     }
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("value=\"allow\""), "{}", page.body);
-    b.post(
-        &format!("{}/oauth/authorize", gw.base),
-        &[
-            ("action", "allow"),
-            ("request", &page.field("request").unwrap()),
-            ("csrf", &page.field("csrf").unwrap()),
-        ],
+    post_consent(
+        gw,
+        b,
+        "allow",
+        &page.field("request").unwrap(),
+        &page.field("csrf").unwrap(),
     )
     .await
 }
@@ -319,13 +340,12 @@ async fn login_and_allow(gw: &Gw, b: &Browser, url: &str) -> Page {
 async fn allow_again(gw: &Gw, b: &Browser, url: &str) -> Page {
     let page = b.get(url).await;
     assert_eq!(page.status, 200, "{}", page.body);
-    b.post(
-        &format!("{}/oauth/authorize", gw.base),
-        &[
-            ("action", "allow"),
-            ("request", &page.field("request").unwrap()),
-            ("csrf", &page.field("csrf").unwrap()),
-        ],
+    post_consent(
+        gw,
+        b,
+        "allow",
+        &page.field("request").unwrap(),
+        &page.field("csrf").unwrap(),
     )
     .await
 }
@@ -380,18 +400,14 @@ async fn oauth21_4_1_code_flow_login_consent_token_refresh_revoke() {
     assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"));
 
     // A wrong password: the login page again, nothing issued.
-    let bad = b
-        .post(
-            &format!("{}/oauth/authorize", gw.base),
-            &[
-                ("action", "login"),
-                ("request", &login.field("request").unwrap()),
-                ("csrf", &login.field("csrf").unwrap()),
-                ("username", "alice"),
-                ("password", "wrong"),
-            ],
-        )
-        .await;
+    let bad = post_login(
+        &gw,
+        &b,
+        &login.field("request").unwrap(),
+        &login.field("csrf").unwrap(),
+        "wrong",
+    )
+    .await;
     assert_eq!(bad.status, 401);
     assert!(bad.location.is_none());
     assert!(bad.body.contains("Sign-in failed"));
@@ -593,32 +609,26 @@ async fn rfc9207_iss_and_state_on_error_redirects_and_denial() {
     }
     // Denial: access_denied with state and iss.
     let login = b.get(&base).await;
-    let consent = b
-        .post(
-            &format!("{}/oauth/authorize", gw.base),
-            &[
-                ("action", "login"),
-                ("request", &login.field("request").unwrap()),
-                ("csrf", &login.field("csrf").unwrap()),
-                ("username", "alice"),
-                ("password", PASSWORD),
-            ],
-        )
-        .await;
+    let consent = post_login(
+        &gw,
+        &b,
+        &login.field("request").unwrap(),
+        &login.field("csrf").unwrap(),
+        PASSWORD,
+    )
+    .await;
     assert!(
         consent.body.contains("localhost"),
         "localhost warning shown"
     );
-    let denied = b
-        .post(
-            &format!("{}/oauth/authorize", gw.base),
-            &[
-                ("action", "deny"),
-                ("request", &consent.field("request").unwrap()),
-                ("csrf", &consent.field("csrf").unwrap()),
-            ],
-        )
-        .await;
+    let denied = post_consent(
+        &gw,
+        &b,
+        "deny",
+        &consent.field("request").unwrap(),
+        &consent.field("csrf").unwrap(),
+    )
+    .await;
     let q = denied.redirect_params();
     assert_eq!(q["error"], vec!["access_denied"]);
     assert_eq!(q["state"], vec!["st4te"]);
@@ -683,53 +693,15 @@ async fn csrf_consent_and_login_forms_refuse_forged_posts() {
     let csrf = login.field("csrf").unwrap();
     // A login post from another browser (no login cookie): refused.
     let attacker = Browser::new();
-    let r = attacker
-        .post(
-            &format!("{}/oauth/authorize", gw.base),
-            &[
-                ("action", "login"),
-                ("request", &request),
-                ("csrf", &csrf),
-                ("username", "alice"),
-                ("password", PASSWORD),
-            ],
-        )
-        .await;
+    let r = post_login(&gw, &attacker, &request, &csrf, PASSWORD).await;
     assert_eq!(r.status, 403);
     // A tampered pending request: refused.
-    let r = b
-        .post(
-            &format!("{}/oauth/authorize", gw.base),
-            &[
-                ("action", "login"),
-                ("request", &request.replacen('e', "f", 1)),
-                ("csrf", &csrf),
-                ("username", "alice"),
-                ("password", PASSWORD),
-            ],
-        )
-        .await;
+    let r = post_login(&gw, &b, &request.replacen('e', "f", 1), &csrf, PASSWORD).await;
     assert!(r.status == 400 || r.status == 403, "{}", r.status);
     // Logged in, but the consent post carries the login CSRF token: refused.
-    let consent = b
-        .post(
-            &format!("{}/oauth/authorize", gw.base),
-            &[
-                ("action", "login"),
-                ("request", &request),
-                ("csrf", &csrf),
-                ("username", "alice"),
-                ("password", PASSWORD),
-            ],
-        )
-        .await;
+    let consent = post_login(&gw, &b, &request, &csrf, PASSWORD).await;
     assert_eq!(consent.status, 200);
-    let r = b
-        .post(
-            &format!("{}/oauth/authorize", gw.base),
-            &[("action", "allow"), ("request", &request), ("csrf", &csrf)],
-        )
-        .await;
+    let r = post_consent(&gw, &b, "allow", &request, &csrf).await;
     assert_eq!(r.status, 403);
     assert!(r.location.is_none());
     // A consent token bound to another pending request: refused.
@@ -737,16 +709,14 @@ async fn csrf_consent_and_login_forms_refuse_forged_posts() {
     let other_page = b
         .get(&authorize_url(&gw, &client, CALLBACK, &other, &[]))
         .await;
-    let r = b
-        .post(
-            &format!("{}/oauth/authorize", gw.base),
-            &[
-                ("action", "allow"),
-                ("request", &other_page.field("request").unwrap()),
-                ("csrf", &consent.field("csrf").unwrap()),
-            ],
-        )
-        .await;
+    let r = post_consent(
+        &gw,
+        &b,
+        "allow",
+        &other_page.field("request").unwrap(),
+        &consent.field("csrf").unwrap(),
+    )
+    .await;
     assert_eq!(r.status, 403);
     assert!(gw.cli(&["grants", "list"]).as_array().unwrap().is_empty());
 }
@@ -1303,20 +1273,15 @@ async fn token_endpoint_and_login_are_rate_limited_per_address() {
     let mut page = b
         .get(&authorize_url(&gw, &client, CALLBACK, &pkce(), &[]))
         .await;
-    let url = format!("{}/oauth/authorize", gw.base);
     for (pw, status) in [("wrong", 401), ("wrong", 401), (PASSWORD, 429)] {
-        page = b
-            .post(
-                &url,
-                &[
-                    ("action", "login"),
-                    ("request", &page.field("request").unwrap()),
-                    ("csrf", &page.field("csrf").unwrap()),
-                    ("username", "alice"),
-                    ("password", pw),
-                ],
-            )
-            .await;
+        page = post_login(
+            &gw,
+            &b,
+            &page.field("request").unwrap(),
+            &page.field("csrf").unwrap(),
+            pw,
+        )
+        .await;
         assert_eq!(page.status, status, "{}", page.body);
     }
     // Even the right password waits; nothing is issued.
