@@ -115,6 +115,26 @@ write_note = ["notes:write"]
             .collect()
     }
 
+    /// Redeems an authorization `code` issued to CALLBACK, with `extra`
+    /// form fields after the usual ones.
+    async fn redeem(
+        &self,
+        code: &str,
+        verifier: &str,
+        client_id: &str,
+        extra: &[(&str, &str)],
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", CALLBACK),
+            ("code_verifier", verifier),
+            ("client_id", client_id),
+        ];
+        form.extend_from_slice(extra);
+        self.token(&form).await
+    }
+
     async fn token(&self, form: &[(&str, &str)]) -> (u16, Value, reqwest::header::HeaderMap) {
         let r = self
             .http
@@ -358,15 +378,7 @@ async fn code_flow(gw: &Gw, client_id: &str) -> Value {
     assert_eq!(back.status, 303);
     let q = back.redirect_params();
     let code = q["code"][0].clone();
-    let (status, t, _) = gw
-        .token(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", CALLBACK),
-            ("code_verifier", &p.verifier),
-            ("client_id", client_id),
-        ])
-        .await;
+    let (status, t, _) = gw.redeem(&code, &p.verifier, client_id, &[]).await;
     assert_eq!(status, 200, "{t}");
     t
 }
@@ -420,15 +432,7 @@ async fn oauth21_4_1_code_flow_login_consent_token_refresh_revoke() {
     assert_eq!(q["iss"], vec![gw.base.clone()]);
     let code = q["code"][0].clone();
 
-    let (status, t, headers) = gw
-        .token(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", CALLBACK),
-            ("code_verifier", &p.verifier),
-            ("client_id", &client),
-        ])
-        .await;
+    let (status, t, headers) = gw.redeem(&code, &p.verifier, &client, &[]).await;
     assert_eq!(status, 200, "{t}");
     assert_eq!(headers["cache-control"], "no-store");
     assert_eq!(headers["pragma"], "no-cache");
@@ -793,39 +797,21 @@ async fn rfc7636_pkce_and_code_binding_failures_are_invalid_grant() {
     // authorization request is refused.
     let (code, p) = std::mem::replace(&mut next_code, fresh(b.clone()).await);
     let (status, e, _) = gw
-        .token(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", CALLBACK),
-            ("code_verifier", &p.verifier),
-            ("client_id", &client),
-            ("resource", &format!("{}/other", gw.base)),
-        ])
+        .redeem(
+            &code,
+            &p.verifier,
+            &client,
+            &[("resource", &format!("{}/other", gw.base))],
+        )
         .await;
     assert_eq!((status, e["error"].as_str()), (400, Some("invalid_target")));
     assert!(e.get("access_token").is_none());
     // Another client presenting the code: invalid_grant.
     let (code, p) = next_code;
-    let (status, e, _) = gw
-        .token(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", CALLBACK),
-            ("code_verifier", &p.verifier),
-            ("client_id", &other),
-        ])
-        .await;
+    let (status, e, _) = gw.redeem(&code, &p.verifier, &other, &[]).await;
     assert_eq!((status, e["error"].as_str()), (400, Some("invalid_grant")));
     // And the code is spent: the rightful client cannot use it after.
-    let (status, _, _) = gw
-        .token(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", CALLBACK),
-            ("code_verifier", &p.verifier),
-            ("client_id", &client),
-        ])
-        .await;
+    let (status, _, _) = gw.redeem(&code, &p.verifier, &client, &[]).await;
     assert_eq!(status, 400);
 }
 
@@ -841,14 +827,7 @@ async fn oauth21_4_1_3_concurrent_code_redemption_one_winner_and_replay_revokes(
     for _ in 0..20 {
         let (gw, code, v, client) = (gw.clone(), code.clone(), p.verifier.clone(), client.clone());
         tasks.push(tokio::spawn(async move {
-            gw.token(&[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", CALLBACK),
-                ("code_verifier", &v),
-                ("client_id", &client),
-            ])
-            .await
+            gw.redeem(&code, &v, &client, &[]).await
         }));
     }
     let mut ok = Vec::new();
@@ -1057,26 +1036,11 @@ async fn rfc7591_registration_confidential_client_flow_and_introspection() {
     let back = login_and_allow(&gw, &b, &authorize_url(&gw, &id, CALLBACK, &p, &[])).await;
     let code = back.redirect_params()["code"][0].clone();
     // Without its secret the confidential client gets invalid_client.
-    let (s, e, _) = gw
-        .token(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", CALLBACK),
-            ("code_verifier", &p.verifier),
-            ("client_id", &id),
-        ])
-        .await;
+    let (s, e, _) = gw.redeem(&code, &p.verifier, &id, &[]).await;
     assert_eq!((s, e["error"].as_str()), (401, Some("invalid_client")));
     // The code was not spent by an unauthenticated attempt.
     let (s, t, _) = gw
-        .token(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", CALLBACK),
-            ("code_verifier", &p.verifier),
-            ("client_id", &id),
-            ("client_secret", &secret),
-        ])
+        .redeem(&code, &p.verifier, &id, &[("client_secret", &secret)])
         .await;
     assert_eq!(s, 200, "{t}");
     let at = t["access_token"].as_str().unwrap();
