@@ -6,6 +6,8 @@
 //!   configured JWKS (never `jku`, `x5u` or an embedded `jwk`), exact `iss`
 //!   and `aud`, bounded clock skew.
 //! - [`apikey`]: generation, parsing and hashing of `mcpg_` API keys.
+//! - [`cache_key`]: keyed 128-bit hashes of verified credentials, the keys
+//!   of in-memory caches (never the credential itself).
 //! - [`password`]: Argon2id hashing of local accounts' passwords (RFC 9106),
 //!   with a dummy verification for unknown users.
 //! - [`secret`]: a secret type without `==`, with a redacted `Debug`,
@@ -15,6 +17,7 @@
 //! them or puts them in error messages.
 
 pub mod apikey;
+pub mod cache_key;
 pub mod jwt;
 pub mod mac;
 pub mod master;

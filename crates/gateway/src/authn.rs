@@ -16,7 +16,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use mcpgate_core::ScopeSet;
-use mcpgate_crypto::{apikey, jwt, sha256};
+use mcpgate_crypto::cache_key::CacheKeyer;
+use mcpgate_crypto::{apikey, jwt};
 use mcpgate_store::{DEFAULT_TENANT, Store};
 use serde_json::Value;
 
@@ -119,7 +120,9 @@ pub struct Authenticator {
     issuers: Vec<Arc<Issuer>>,
     http: reqwest::Client,
     store: Arc<dyn Store>,
-    cache: Mutex<HashMap<[u8; 32], Cached>>,
+    /// Verified credentials by [`CacheKeyer::key`] of the token.
+    cache: Mutex<HashMap<u128, Cached>>,
+    keyer: CacheKeyer,
 }
 
 #[derive(Debug, Clone)]
@@ -145,13 +148,19 @@ pub fn now() -> u64 {
 }
 
 impl Authenticator {
-    pub fn new(issuers: Vec<Arc<Issuer>>, http: reqwest::Client, store: Arc<dyn Store>) -> Self {
-        Self {
+    /// Fails only if the system's random source does (the cache's key).
+    pub fn new(
+        issuers: Vec<Arc<Issuer>>,
+        http: reqwest::Client,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, mcpgate_crypto::Unspecified> {
+        Ok(Self {
             issuers,
             http,
             store,
             cache: Mutex::new(HashMap::new()),
-        }
+            keyer: CacheKeyer::new()?,
+        })
     }
 
     pub fn issuers(&self) -> &[Arc<Issuer>] {
@@ -172,7 +181,7 @@ impl Authenticator {
                 jwt::JwtError::TooLong,
             )));
         }
-        let digest = sha256(token.as_bytes());
+        let digest = self.keyer.key(token.as_bytes());
         let cached = self
             .cache
             .lock()
@@ -239,7 +248,7 @@ impl Authenticator {
     async fn verify_jwt(
         &self,
         token: &str,
-        digest: [u8; 32],
+        digest: u128,
         aud: Audience<'_>,
     ) -> Result<Arc<Principal>, Reject> {
         let invalid = |f: AuthFailure| Reject::InvalidToken(f);
@@ -285,7 +294,7 @@ impl Authenticator {
     async fn introspect(
         &self,
         token: &str,
-        digest: [u8; 32],
+        digest: u128,
         aud: Audience<'_>,
     ) -> Result<Arc<Principal>, Reject> {
         let invalid = |f: AuthFailure| Reject::InvalidToken(f);
@@ -422,7 +431,7 @@ impl Authenticator {
         )))
     }
 
-    fn remember(&self, digest: [u8; 32], entry: Cached) {
+    fn remember(&self, digest: u128, entry: Cached) {
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if c.len() >= CACHE_MAX {
             // Crude but bounded: expired and live entries go alike; live

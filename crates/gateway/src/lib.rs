@@ -160,7 +160,7 @@ impl Gateway {
         let identity_names = proxy::http::IdentityNames::new(&config.identity_headers)
             .map_err(BuildError::Config)?;
         Ok(Arc::new(Self {
-            authn: Authenticator::new(issuers, control, store.clone()),
+            authn: Authenticator::new(issuers, control, store.clone())?,
             config: Arc::new(config),
             routes,
             hierarchy,
