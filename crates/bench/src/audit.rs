@@ -155,20 +155,20 @@ async fn round(log: &AuditLog, n: usize, args: &AuditArgs, writer: u32) -> anyho
             anyhow::Ok(())
         });
     }
+    // Records, commits, writer CPU (ns), process CPU (s), and when.
+    let sample = || {
+        (
+            done.load(Ordering::Relaxed),
+            log.stats().batches,
+            thread_cpu_ns(writer),
+            proc::cpu_secs(std::process::id()),
+            Instant::now(),
+        )
+    };
     tokio::time::sleep(args.warmup).await;
-    let (r0, b0) = (done.load(Ordering::Relaxed), log.stats().batches);
-    let (w0, p0, t0) = (
-        thread_cpu_ns(writer),
-        proc::cpu_secs(std::process::id()),
-        Instant::now(),
-    );
+    let (r0, b0, w0, p0, t0) = sample();
     tokio::time::sleep(args.duration).await;
-    let (r1, b1) = (done.load(Ordering::Relaxed), log.stats().batches);
-    let (w1, p1, t1) = (
-        thread_cpu_ns(writer),
-        proc::cpu_secs(std::process::id()),
-        Instant::now(),
-    );
+    let (r1, b1, w1, p1, t1) = sample();
     stop.store(true, Ordering::Relaxed);
     while let Some(joined) = tasks.join_next().await {
         joined.context("an appender panicked")??;
