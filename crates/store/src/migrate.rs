@@ -47,6 +47,11 @@ const SQLITE: Migrations = &[
         "audit",
         include_str!("../migrations/sqlite/0005_audit.sql"),
     ),
+    (
+        6,
+        "audit compact",
+        include_str!("../migrations/sqlite/0006_audit_compact.sql"),
+    ),
 ];
 
 const POSTGRES: Migrations = &[
@@ -74,6 +79,11 @@ const POSTGRES: Migrations = &[
         5,
         "audit",
         include_str!("../migrations/postgres/0005_audit.sql"),
+    ),
+    (
+        6,
+        "audit compact",
+        include_str!("../migrations/postgres/0006_audit_compact.sql"),
     ),
 ];
 
@@ -156,5 +166,84 @@ mod tests {
             assert_eq!(versions, expected);
         }
         assert_eq!(SQLITE.len(), POSTGRES.len(), "backends must stay in step");
+    }
+
+    /// A database written at version 5 keeps its audit chain through 0006
+    /// (the tables rebuilt WITHOUT ROWID, the time index dropped), and the
+    /// store reads it back unchanged.
+    #[tokio::test]
+    async fn sqlite_0006_keeps_a_version_5_audit_chain() {
+        use std::str::FromStr as _;
+
+        use sqlx::sqlite::SqliteConnectOptions;
+
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("v5.db").display());
+        {
+            let options = SqliteConnectOptions::from_str(&url)
+                .unwrap()
+                .create_if_missing(true);
+            let pool = SqlitePool::connect_with(options).await.unwrap();
+            let mut conn = pool.acquire().await.unwrap();
+            run(&migrator(&SQLITE[..5]), &mut *conn).await.unwrap();
+            for seq in 1..=3_i64 {
+                sqlx::query(
+                    "INSERT INTO audit_records (chain_id, seq, time_ms, kind, route, outcome, \
+                     policy_ids, latency_us, prev_hash, hash, tag) \
+                     VALUES ('main', ?1, ?2, 'mcp_request', '/mcp', 'ok', '[]', ?3, ?4, ?5, ?6)",
+                )
+                .bind(seq)
+                .bind(1_000 * seq)
+                .bind(10 * seq)
+                .bind(vec![u8::try_from(seq - 1).unwrap(); 32])
+                .bind(vec![u8::try_from(seq).unwrap(); 32])
+                .bind(format!("tag{seq}"))
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            }
+            sqlx::query("INSERT INTO audit_heads VALUES ('main', 3, ?1, 'head')")
+                .bind(vec![3_u8; 32])
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            drop(conn);
+            pool.close().await;
+        }
+
+        let store = crate::open_audit(&url).await.unwrap();
+        let records = store.audit_records("main", 0, None, 10).await.unwrap();
+        let seqs: Vec<i64> = records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        let last = &records[2];
+        assert_eq!(
+            (last.time_ms, last.latency_us, last.route.as_deref()),
+            (3_000, Some(30), Some("/mcp"))
+        );
+        assert_eq!(
+            (last.prev_hash[0], last.hash[0], last.tag.as_str()),
+            (2, 3, "tag3")
+        );
+        let head = store.audit_head("main").await.unwrap().unwrap();
+        assert_eq!((head.seq, head.hash[0], head.tag.as_str()), (3, 3, "head"));
+        assert_eq!(
+            store.audit_first_seq_since("main", 1_500).await.unwrap(),
+            Some(2)
+        );
+
+        let conn = rusqlite::Connection::open(dir.path().join("v5.db")).unwrap();
+        let schema = |name: &str| -> Option<String> {
+            conn.query_row(
+                "SELECT sql FROM sqlite_master WHERE name = ?1",
+                [name],
+                |row| row.get(0),
+            )
+            .ok()
+        };
+        for table in ["audit_records", "audit_heads"] {
+            let sql = schema(table).unwrap();
+            assert!(sql.contains("WITHOUT ROWID"), "{sql}");
+        }
+        assert_eq!(schema("audit_records_chain_time"), None);
     }
 }
