@@ -284,6 +284,20 @@ impl Event {
         self
     }
 
+    /// Sets the peer to `ip`'s text, written into one allocation of the
+    /// longest size an address takes (`ip.to_string()` grows its string
+    /// two or three times, per request on the gateway's path).
+    pub fn peer_ip(mut self, ip: std::net::IpAddr) -> Self {
+        use std::fmt::Write as _;
+        // "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+        const LONGEST: usize = 45;
+        let mut text = String::with_capacity(LONGEST);
+        // Writing to a String cannot fail.
+        let _ = write!(text, "{ip}");
+        self.peer = Some(text);
+        self
+    }
+
     pub fn details(mut self, details: serde_json::Value) -> Self {
         self.details = Some(details);
         self
@@ -352,6 +366,20 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn peer_ip_is_the_address_text() {
+        for text in [
+            "127.0.0.1",
+            "::1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
+        ] {
+            let ip: std::net::IpAddr = text.parse().unwrap();
+            let ev = Event::new(EventKind::McpRequest, outcome::OK).peer_ip(ip);
+            assert_eq!(ev.peer.as_deref(), Some(text));
+        }
+    }
 
     #[test]
     fn kind_names_are_snake_case_unique_and_round_trip() {

@@ -763,7 +763,7 @@ async fn login(
             ev = ev.subject(&username);
         }
         if let Some(a) = addr {
-            ev = ev.peer(a.to_string());
+            ev = ev.peer_ip(a);
         }
         let _ = s.record(ev).await;
         return login_page(s, client, pending, sealed, Some(FAILED));
@@ -796,7 +796,7 @@ async fn login(
     .subject(&session.u)
     .client_id(&pending.c);
     if let Some(a) = addr {
-        ev = ev.peer(a.to_string());
+        ev = ev.peer_ip(a);
     }
     let _ = s.record(ev).await;
     let cookie = set_cookie(

@@ -277,7 +277,7 @@ async fn run(
                     "token_endpoint_auth_method": rec.token_endpoint_auth_method}),
     );
     if let Some(a) = addr {
-        ev = ev.peer(a.to_string());
+        ev = ev.peer_ip(a);
     }
     s.record(ev)
         .await

@@ -129,7 +129,7 @@ pub fn event(
         ev = ev.reason(r);
     }
     if let Some(p) = peer {
-        ev = ev.peer(p.to_string());
+        ev = ev.peer_ip(p);
     }
     ev
 }
