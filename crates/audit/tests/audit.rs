@@ -843,6 +843,12 @@ async fn stuck_store_times_out_appends_and_fills_the_queue_without_hanging() {
     let err = log.append(mixed_event(1)).await.unwrap_err();
     assert!(matches!(err, AuditError::Timeout(_)), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
+    // An append queued behind the stuck commit fails the same way, rather
+    // than wait for a commit that does not come.
+    let started = Instant::now();
+    let err = log.append(mixed_event(2)).await.unwrap_err();
+    assert!(matches!(err, AuditError::Timeout(_)), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(
         matches!(log.ready(), Err(AuditError::Unavailable)),
