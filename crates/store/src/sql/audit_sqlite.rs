@@ -19,13 +19,14 @@
 //! ms between attempts): an append holds the gate for this process's
 //! writes, `WritePool`, while it writes (see `SqlStore::append_audit`).
 
-use std::path::{Path, PathBuf};
-use std::sync::{LazyLock, Mutex};
+use std::path::Path;
+use std::sync::LazyLock;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::SQLITE_BUSY_TIMEOUT;
 use super::audit::{COLUMN_COUNT, COLUMNS, check_sealed};
+use super::direct::LazyConnection;
 use crate::{AuditHead, AuditRecord, AuditSealer, SealedBatch, StoreError};
 
 const SELECT_HEAD: &str = "SELECT seq, hash, tag FROM audit_heads WHERE chain_id = ?1";
@@ -45,18 +46,15 @@ const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints \
     (chain_id, seq, hash, time_ms, tag) VALUES (?1, ?2, ?3, ?4, ?5) \
     ON CONFLICT (chain_id, seq) DO NOTHING";
 
-/// The audit trail's connection to one SQLite file, opened at the first
-/// append (the store has created and migrated the file by then).
+/// The audit trail's connection to one SQLite file.
 pub(super) struct AuditConnection {
-    path: PathBuf,
-    conn: Mutex<Option<Connection>>,
+    conn: LazyConnection,
 }
 
 impl AuditConnection {
     pub(super) fn new(path: &Path) -> Self {
         Self {
-            path: path.to_owned(),
-            conn: Mutex::new(None),
+            conn: LazyConnection::new(path, SQLITE_BUSY_TIMEOUT),
         }
     }
 
@@ -68,37 +66,9 @@ impl AuditConnection {
         records: &mut [AuditRecord],
         sealer: &dyn AuditSealer,
     ) -> Result<SealedBatch, StoreError> {
-        // A panic while appending left no transaction open (dropping it
-        // rolled back), so the connection is fine to reuse.
-        let mut conn = self
-            .conn
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let conn = match &mut *conn {
-            Some(conn) => conn,
-            none => none.insert(open(&self.path)?),
-        };
-        append(conn, chain_id, records, sealer)
+        self.conn
+            .with(|conn| append(conn, chain_id, records, sealer))
     }
-}
-
-fn open(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
-    // The store put the file in WAL mode, which persists.
-    let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::InvalidRecord(
-            "the SQLite database is not in WAL mode",
-        ));
-    }
-    // As the store's connections: an acknowledged record survives a
-    // power loss.
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    Ok(conn)
 }
 
 fn append(
