@@ -317,15 +317,16 @@ impl Store for SqlStore {
         // request (measured in crates/bench/README.md); on SQLite it runs
         // here instead: one indexed read of a cached page, which in WAL
         // mode no writer blocks. It never waits: when another thread is
-        // using the connection, or another connection holds a lock the
-        // read needs (rare in WAL mode), the read goes through sqlx.
+        // using the connection, or the read fails (another connection
+        // holds a lock it needs, rare in WAL mode; a file the direct
+        // connection cannot use), the read goes through sqlx as before,
+        // which waits for locks and reports errors.
         if let Pool::Sqlite(pools) = &self.pool
-            && let Some(result) = pools
+            && let Some(Ok(found)) = pools
                 .lookups
                 .try_with(|conn| api_key_direct(conn, tenant, id))
-            && !result.as_ref().is_err_and(direct::is_busy)
         {
-            return result;
+            return Ok(found);
         }
         let row = with_pool!(self, pool => {
             sqlx::query_as::<_, ApiKeyRow>(SELECT_API_KEY)

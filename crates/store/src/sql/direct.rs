@@ -91,12 +91,3 @@ fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     Ok(conn)
 }
-
-/// Whether `err` is SQLite's "another connection holds the lock".
-pub(super) fn is_busy(err: &StoreError) -> bool {
-    matches!(
-        err,
-        StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
-            if e.code == rusqlite::ErrorCode::DatabaseBusy
-    )
-}
