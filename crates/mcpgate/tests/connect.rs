@@ -357,13 +357,16 @@ fn legacy_server(post_status: &'static str) -> (u16, Arc<Mutex<Vec<String>>>) {
                     reader.read_exact(&mut body).unwrap();
                     log.lock().unwrap().push(request.clone());
                     if request.starts_with("GET /mcp ") {
+                        // Held while the endpoint is announced: a POST to it
+                        // (another thread) must find the stream in the slot.
+                        let mut slot = slot.lock().unwrap();
                         conn.write_all(
                             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
                               cache-control: no-cache\r\n\r\n\
                               event: endpoint\ndata: /message?s=1\n\n",
                         )
                         .unwrap();
-                        *slot.lock().unwrap() = Some(conn);
+                        *slot = Some(conn);
                         return;
                     } else if request.starts_with("POST /message?s=1 ") {
                         let msg: Value = serde_json::from_slice(&body).unwrap();
