@@ -127,8 +127,24 @@ pub struct Verdicts {
     /// `--features-matrix` only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub features: Option<FeatureVerdicts>,
+    /// `--features-matrix` only: the gateway without its audit trail
+    /// against nginx, for reference (the verdicts above judge it as
+    /// shipped, with the trail on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_off_vs_nginx: Option<NginxComparison>,
     /// False if any request failed: the load numbers are then not valid.
     pub valid: bool,
+}
+
+/// A gateway configuration against nginx: medians over rounds of the
+/// per-round comparisons, and whether both nginx targets are met.
+#[derive(Debug, Clone, Serialize)]
+pub struct NginxComparison {
+    pub throughput_pct: f64,
+    pub throughput_pct_per_round: Vec<f64>,
+    pub added_p50_ratio: f64,
+    pub added_p50_ratio_per_round: Vec<f64>,
+    pub targets_met: bool,
 }
 
 /// The mcpgate configurations compared with "audit off, no policy", paired
@@ -217,6 +233,58 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// One mcpgate configuration against nginx, round by round.
+#[derive(Default)]
+struct PerRound {
+    /// mcpgate req/s ÷ nginx req/s × 100.
+    pct: Vec<f64>,
+    /// nginx's p50 − direct's.
+    added_nginx: Vec<f64>,
+    /// mcpgate's p50 − direct's.
+    added_gateway: Vec<f64>,
+    /// `added_gateway ÷ added_nginx`.
+    ratio: Vec<f64>,
+}
+
+impl PerRound {
+    /// The rounds in which `gateway`, nginx and direct all ran.
+    fn against_nginx(runs: &[RunStats], rounds: usize, gateway: &str) -> Self {
+        let mut out = Self::default();
+        for round in 1..=rounds {
+            let get = |t: &str| runs.iter().find(|r| r.round == round && r.target == t);
+            let (Some(d), Some(n), Some(g)) = (get("direct"), get("nginx"), get(gateway)) else {
+                continue;
+            };
+            out.pct.push(100.0 * g.req_per_sec / n.req_per_sec);
+            let (an, ag) = (n.p50_ms - d.p50_ms, g.p50_ms - d.p50_ms);
+            out.added_nginx.push(an);
+            out.added_gateway.push(ag);
+            // nginx adding nothing measurable: only nothing matches it.
+            out.ratio.push(if an > 0.0 {
+                ag / an
+            } else if ag <= 0.0 {
+                1.0
+            } else {
+                f64::INFINITY
+            });
+        }
+        out
+    }
+
+    fn summary(self) -> Option<NginxComparison> {
+        let throughput_pct = median_opt(&self.pct)?;
+        let added_p50_ratio = median_opt(&self.ratio)?;
+        Some(NginxComparison {
+            throughput_pct,
+            throughput_pct_per_round: self.pct,
+            added_p50_ratio,
+            added_p50_ratio_per_round: self.ratio,
+            targets_met: throughput_pct >= MIN_THROUGHPUT_PCT
+                && added_p50_ratio <= MAX_ADDED_P50_RATIO,
+        })
+    }
+}
+
 impl Report {
     pub fn new(setup: Setup, runs: Vec<RunStats>, sse: Vec<SseStats>) -> Self {
         let mut summary = Vec::new();
@@ -241,39 +309,23 @@ impl Report {
                 client_cpu_us_per_req: m(|r| r.client_cpu_us_per_req),
             });
         }
-        // Paired per round: the three targets of a round ran back to back.
+        // Paired per round: the targets of a round ran back to back.
         let rounds = runs.iter().map(|r| r.round).max().unwrap_or(0);
-        let (mut pct, mut added_n, mut added_g, mut ratio) = (vec![], vec![], vec![], vec![]);
-        for round in 1..=rounds {
-            let get = |t: &str| runs.iter().find(|r| r.round == round && r.target == t);
-            let (Some(d), Some(n), Some(g)) = (get("direct"), get("nginx"), get("mcpgate")) else {
-                continue;
-            };
-            pct.push(100.0 * g.req_per_sec / n.req_per_sec);
-            let (an, ag) = (n.p50_ms - d.p50_ms, g.p50_ms - d.p50_ms);
-            added_n.push(an);
-            added_g.push(ag);
-            // nginx adding nothing measurable: only nothing matches it.
-            ratio.push(if an > 0.0 {
-                ag / an
-            } else if ag <= 0.0 {
-                1.0
-            } else {
-                f64::INFINITY
-            });
-        }
+        let shipped = PerRound::against_nginx(&runs, rounds, GW_DEFAULT);
         let features = feature_verdicts(&runs, rounds);
-        let throughput_pct = median_opt(&pct);
-        let added_p50_ratio = median_opt(&ratio);
+        let audit_off = PerRound::against_nginx(&runs, rounds, GW_AUDIT_OFF);
+        let throughput_pct = median_opt(&shipped.pct);
+        let added_p50_ratio = median_opt(&shipped.ratio);
         let verdicts = Verdicts {
             throughput_pct_of_nginx: throughput_pct,
-            throughput_pct_per_round: pct,
-            added_p50_ms_nginx: median_opt(&added_n),
-            added_p50_ms_mcpgate: median_opt(&added_g),
+            added_p50_ms_nginx: median_opt(&shipped.added_nginx),
+            added_p50_ms_mcpgate: median_opt(&shipped.added_gateway),
             added_p50_ratio,
-            added_p50_ratio_per_round: ratio,
             throughput_pass: throughput_pct.map(|p| p >= MIN_THROUGHPUT_PCT),
             latency_pass: added_p50_ratio.map(|r| r <= MAX_ADDED_P50_RATIO),
+            audit_off_vs_nginx: audit_off.summary(),
+            throughput_pct_per_round: shipped.pct,
+            added_p50_ratio_per_round: shipped.ratio,
             sse_rss_pass: sse
                 .iter()
                 .find(|s| s.target == "mcpgate")
@@ -413,6 +465,18 @@ impl Report {
                     f.policy_added_p50_us,
                     pass(f.policy_latency_pass),
                     list(&f.policy_added_p50_us_per_round, " µs"),
+                );
+            }
+            if let Some(c) = &v.audit_off_vs_nginx {
+                let _ = writeln!(
+                    o,
+                    "for reference, {GW_AUDIT_OFF} against nginx: throughput {:.1} %, added p50 \
+                     ratio {:.2}x (the two targets above {})\n  per round: {}; {}",
+                    c.throughput_pct,
+                    c.added_p50_ratio,
+                    if c.targets_met { "met" } else { "not met" },
+                    list(&c.throughput_pct_per_round, " %"),
+                    list(&c.added_p50_ratio_per_round, "x"),
                 );
             }
             if !v.valid {
@@ -612,6 +676,31 @@ mod tests {
         assert!(!r.passed());
         assert_eq!(r.summary.len(), 3);
         assert!(r.text().contains("74.0 % of audit off"));
+    }
+
+    #[test]
+    fn audit_off_is_compared_with_nginx_for_reference_only() {
+        let mut runs = Vec::new();
+        for (round, nginx, off, on) in [(1, 100.0, 90.0, 40.0), (2, 100.0, 70.0, 50.0)] {
+            runs.push(run("direct", round, 300.0, 1.0));
+            runs.push(run("nginx", round, nginx, 2.0));
+            runs.push(run(GW_AUDIT_OFF, round, off, 2.5));
+            runs.push(run(GW_DEFAULT, round, on, 4.0));
+            runs.push(run(GW_POLICIES, round, on, 4.0));
+        }
+        let r = Report::new(setup(), runs, Vec::new());
+        let c = r.verdicts.audit_off_vs_nginx.as_ref().unwrap();
+        assert_eq!(c.throughput_pct_per_round, vec![90.0, 70.0]);
+        assert_eq!(c.throughput_pct, 80.0);
+        assert!((c.added_p50_ratio - 1.5).abs() < 1e-9);
+        assert!(c.targets_met);
+        // The verdicts still judge the gateway as shipped.
+        assert_eq!(r.verdicts.throughput_pct_of_nginx, Some(45.0));
+        assert_eq!(r.verdicts.throughput_pass, Some(false));
+        assert!(!r.passed());
+        let text = r.text();
+        assert!(text.contains("mcpgate (audit off) against nginx: throughput 80.0 %"));
+        assert!(text.contains("(the two targets above met)"));
     }
 
     #[test]
