@@ -439,6 +439,120 @@ mod tests {
         assert_eq!(salvage_id(b"{not json"), None);
     }
 
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        use super::super::*;
+
+        /// JSON values whose objects never repeat a key (what serializing
+        /// a `Value` gives), nested up to `depth` containers.
+        fn json(depth: u32) -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(Value::from),
+                "\\PC{0,8}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(depth, 64, 4, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    proptest::collection::btree_map("\\PC{0,6}", inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// `value` inside `wrappers` containers: an array, or an object
+        /// under the key "w".
+        fn wrap(value: &str, wrappers: &[bool]) -> String {
+            let mut s = value.to_owned();
+            for &array in wrappers.iter().rev() {
+                s = if array {
+                    format!("[1,{s}]")
+                } else {
+                    format!("{{\"w\":{s}}}")
+                };
+            }
+            s
+        }
+
+        proptest! {
+            /// Where serde_json reads a document without repeated keys, the
+            /// strict parser reads the same value: the gateway authorises
+            /// what a conventional upstream parser sees.
+            #[test]
+            fn strict_parse_agrees_with_serde_json_without_duplicates(v in json(6)) {
+                let bytes = serde_json::to_vec(&v).unwrap();
+                let expected: Value = serde_json::from_slice(&bytes).unwrap();
+                prop_assert_eq!(parse_value(&bytes, 64), Ok(expected));
+            }
+
+            /// A key repeated in any object, at any depth, is refused and
+            /// named, whatever the two values are.
+            #[test]
+            fn repeated_key_is_refused_at_any_depth(
+                key in "[a-z]{1,6}",
+                a in json(2),
+                b in json(2),
+                wrappers in proptest::collection::vec(any::<bool>(), 0..8),
+            ) {
+                let dup = format!(
+                    "{{\"{key}\":{},\"{key}\":{}}}",
+                    serde_json::to_string(&a).unwrap(),
+                    serde_json::to_string(&b).unwrap()
+                );
+                let doc = wrap(&dup, &wrappers);
+                prop_assert_eq!(
+                    parse_value(doc.as_bytes(), 64),
+                    Err(ParseError::DuplicateKey(key.clone()))
+                );
+            }
+
+            /// Nesting is accepted up to the bound and refused beyond it,
+            /// with the bound in the error.
+            #[test]
+            fn nesting_bound_is_exact(n in 1usize..80, max in 1usize..70) {
+                let doc = format!("{}{}", "[".repeat(n), "]".repeat(n));
+                let got = parse_value(doc.as_bytes(), max);
+                if n <= max {
+                    prop_assert!(got.is_ok(), "{} levels under a bound of {}: {:?}", n, max, got);
+                } else {
+                    prop_assert_eq!(got, Err(ParseError::TooDeep(max)));
+                }
+            }
+
+            /// Any bytes give a message or an error with a JSON-RPC code,
+            /// never a panic; the id salvage never panics either.
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+                if let Err(e) = parse(&bytes, 16) {
+                    prop_assert!(e.code() == code::PARSE_ERROR || e.code() == code::INVALID_REQUEST);
+                }
+                let _ = salvage_id(&bytes);
+            }
+
+            /// A valid request with one byte changed is still either read
+            /// or refused cleanly, and a change that keeps it valid JSON
+            /// without repeated keys reads as serde_json reads it.
+            #[test]
+            fn mutated_request_is_read_or_refused(pos in any::<usize>(), byte in any::<u8>()) {
+                let mut bytes = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"a":[1,2,{"b":null}]}}}"#.to_vec();
+                let i = pos % bytes.len();
+                bytes[i] = byte;
+                let strict = parse_value(&bytes, 64);
+                if let Ok(v) = &strict {
+                    let lenient: Value = serde_json::from_slice(&bytes).unwrap();
+                    prop_assert_eq!(v, &lenient);
+                }
+                let _ = parse(&bytes, 64);
+            }
+        }
+    }
+
     #[test]
     fn meta_protocol_version_is_read() {
         let b = parse(
