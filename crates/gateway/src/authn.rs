@@ -29,6 +29,8 @@ pub const LEEWAY_SECS: u64 = 60;
 const CACHE_MAX: usize = 16_384;
 const INTROSPECTION_TTL: u64 = 60;
 
+const ANONYMOUS_PARTITION: &str = "anon";
+
 /// Who is calling, as far as the gateway knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -44,6 +46,9 @@ pub struct Principal {
     /// The token's `groups` and `roles` claims (for access policies).
     pub groups: Vec<String>,
     pub roles: Vec<String>,
+    /// [`Principal::partition_key`], computed once: a token's principal is
+    /// cached and serves every request bearing it.
+    partition: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +66,15 @@ impl Principal {
         scopes: ScopeSet,
         issuer: Option<String>,
     ) -> Self {
+        let partition = match &kind {
+            PrincipalKind::Token => format!(
+                "tok\u{1f}{}\u{1f}{}",
+                issuer.as_deref().unwrap_or(""),
+                subject
+            ),
+            PrincipalKind::ApiKey { id } => format!("key\u{1f}{id}"),
+            PrincipalKind::Anonymous => ANONYMOUS_PARTITION.to_owned(),
+        };
         Self {
             kind,
             subject,
@@ -70,6 +84,7 @@ impl Principal {
             issuer,
             groups: Vec::new(),
             roles: Vec::new(),
+            partition,
         }
     }
 
@@ -90,21 +105,15 @@ impl Principal {
             issuer: None,
             groups: Vec::new(),
             roles: Vec::new(),
+            partition: ANONYMOUS_PARTITION.to_owned(),
         }
     }
 
     /// A stable key identifying this principal for per-principal state
-    /// (stdio children, sessions): issuer and subject, or the key id.
-    pub fn partition_key(&self) -> String {
-        match &self.kind {
-            PrincipalKind::Token => format!(
-                "tok\u{1f}{}\u{1f}{}",
-                self.issuer.as_deref().unwrap_or(""),
-                self.subject
-            ),
-            PrincipalKind::ApiKey { id } => format!("key\u{1f}{id}"),
-            PrincipalKind::Anonymous => "anon".into(),
-        }
+    /// (stdio children, sessions, rate limits): issuer and subject, or the
+    /// key id.
+    pub fn partition_key(&self) -> &str {
+        &self.partition
     }
 }
 
@@ -454,4 +463,61 @@ fn unverified_issuer(token: &str) -> Option<String> {
         iss: String,
     }
     serde_json::from_slice::<Iss>(&bytes).ok().map(|i| i.iss)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(issuer: &str, subject: &str) -> Principal {
+        Principal::new(
+            PrincipalKind::Token,
+            subject.to_owned(),
+            Some("client".to_owned()),
+            ScopeSet::new(),
+            Some(issuer.to_owned()),
+        )
+    }
+
+    /// Per-principal state (stdio children, session bindings, limits) is
+    /// keyed by this: one caller always gets the same key, and callers
+    /// that differ in issuer, subject or kind do not share one (issuers are
+    /// URLs from the configuration, which hold no U+001F separator).
+    #[test]
+    fn partition_key_separates_issuer_subject_and_kind() {
+        assert_eq!(
+            token("a", "b").partition_key(),
+            token("a", "b").partition_key()
+        );
+        let key = |id: &str| {
+            Principal::new(
+                PrincipalKind::ApiKey { id: id.to_owned() },
+                format!("apikey:{id}"),
+                None,
+                ScopeSet::new(),
+                None,
+            )
+        };
+        let all = [
+            token("a", "b").partition_key().to_owned(),
+            token("a", "c").partition_key().to_owned(),
+            token("x", "b").partition_key().to_owned(),
+            token("a\u{1f}b", "").partition_key().to_owned(),
+            token("", "a\u{1f}b").partition_key().to_owned(),
+            key("b").partition_key().to_owned(),
+            Principal::anonymous().partition_key().to_owned(),
+        ];
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        // Groups and roles do not make another caller.
+        assert_eq!(
+            token("a", "b")
+                .with_groups(vec!["g".into()], vec![])
+                .partition_key(),
+            token("a", "b").partition_key()
+        );
+    }
 }

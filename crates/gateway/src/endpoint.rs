@@ -393,7 +393,7 @@ async fn run(
                 let upstream_id = presented
                     .to_str()
                     .ok()
-                    .and_then(|p| gw.sessions.unwrap(&owner, &route.config.path, p))
+                    .and_then(|p| gw.sessions.unwrap(owner, &route.config.path, p))
                     .and_then(|id| http::HeaderValue::from_str(id).ok())
                     .ok_or(Reject::SessionNotFound)?;
                 headers.insert(H_SESSION_ID, upstream_id);
@@ -419,7 +419,7 @@ async fn run(
                 let wrapped = sid
                     .to_str()
                     .ok()
-                    .map(|s| gw.sessions.wrap(&owner, &route.config.path, s))
+                    .map(|s| gw.sessions.wrap(owner, &route.config.path, s))
                     .and_then(|w| http::HeaderValue::from_str(&w).ok())
                     .ok_or_else(|| {
                         Reject::Upstream("upstream session id is not visible ASCII".into())
@@ -432,8 +432,8 @@ async fn run(
             let session = header_str(&parts.headers, &H_SESSION_ID);
             let owner = principal.partition_key();
             match parts.method {
-                Method::GET => up.get(&owner, session),
-                Method::DELETE => up.delete(&owner, session),
+                Method::GET => up.get(owner, session),
+                Method::DELETE => up.delete(owner, session),
                 _ => {
                     let [m] = messages.as_slice() else {
                         return Err(Reject::BatchNotSupported(
@@ -449,9 +449,9 @@ async fn run(
                         scopes: principal.scope_string.clone(),
                     };
                     if modern {
-                        up.post_modern(&owner, &caller, m, filter).await
+                        up.post_modern(owner, &caller, m, filter).await
                     } else {
-                        up.post(&owner, &caller, session, m, &body, filter).await
+                        up.post(owner, &caller, session, m, &body, filter).await
                     }
                 }
             }

@@ -109,10 +109,10 @@ impl RouteLimits {
                 continue;
             }
             let key = match l.config.key {
-                LimitKey::Principal => principal.partition_key(),
+                LimitKey::Principal => principal.partition_key().to_owned(),
                 LimitKey::Client => match &principal.client_id {
                     Some(c) => format!("client\u{1f}{c}"),
-                    None => principal.partition_key(),
+                    None => principal.partition_key().to_owned(),
                 },
                 LimitKey::Route => String::new(),
             };
