@@ -45,22 +45,29 @@ impl ScopeHierarchy {
 /// The scopes one message needs on a route.
 pub fn required(route: &Route, msg: &Message) -> ScopeSet {
     let mut need = route.scopes.clone();
-    if msg.method() == Some("tools/call")
-        && let Some(extra) = msg.param_str("name").and_then(|n| route.tool_scopes.get(n))
-    {
+    if let Some(extra) = tool_scopes(route, msg) {
         need.extend(extra.iter());
     }
     need
 }
 
+/// The extra scopes of the tool `msg` calls, if it calls one that has them.
+fn tool_scopes<'r>(route: &'r Route, msg: &Message) -> Option<&'r ScopeSet> {
+    if msg.method() != Some("tools/call") {
+        return None;
+    }
+    msg.param_str("name").and_then(|n| route.tool_scopes.get(n))
+}
+
 /// Checks `effective` against what `msg` needs; `Err` carries every scope
 /// the operation needs (held or not), as the challenge should name them all.
+/// A request that passes builds no set (this runs on every request).
 pub fn check(route: &Route, msg: &Message, effective: &ScopeSet) -> Result<(), ScopeSet> {
-    let need = required(route, msg);
-    if effective.missing(&need).is_empty() {
+    let holds = |need: &ScopeSet| need.iter().all(|s| effective.contains(s));
+    if holds(&route.scopes) && tool_scopes(route, msg).is_none_or(holds) {
         Ok(())
     } else {
-        Err(need)
+        Err(required(route, msg))
     }
 }
 

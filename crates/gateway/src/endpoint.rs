@@ -106,7 +106,7 @@ pub async fn handle(
     gw.metrics
         .requests
         .get_or_create(&RequestLabels {
-            route: route.config.path.clone(),
+            route: route.metrics_name.clone(),
             method: method_name,
             outcome,
         })
@@ -407,12 +407,12 @@ async fn run(
             let mut resp = up
                 .forward(
                     parts.method,
-                    &headers,
+                    headers,
                     body,
                     &identity,
                     filter,
                     &gw.metrics,
-                    &route.config.path,
+                    &route.metrics_name,
                 )
                 .await?;
             if authenticated && let Some(sid) = resp.headers().get(&H_SESSION_ID) {

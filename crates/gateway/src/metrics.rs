@@ -1,17 +1,36 @@
 //! Prometheus metrics, served on their own listener (`metrics_listen`).
 
+use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// A route's path as a label value, made once per route: a request's
+/// labels then cost a reference count, not a copy of the path.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct RouteName(Arc<str>);
+
+impl RouteName {
+    pub fn new(path: &str) -> Self {
+        Self(path.into())
+    }
+}
+
+impl EncodeLabelValue for RouteName {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0)
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub route: String,
+    pub route: RouteName,
     pub method: &'static str,
     pub outcome: &'static str,
 }
@@ -23,7 +42,7 @@ pub struct ReasonLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: String,
+    pub route: RouteName,
 }
 
 #[derive(Debug)]

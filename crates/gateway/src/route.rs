@@ -23,6 +23,8 @@ pub struct RouteRuntime {
     pub limits: crate::limits::RouteLimits,
     /// The route's policy set and where it is loaded from (`policy`).
     pub policy: Option<(mcpgate_policy::PolicyHandle, std::path::PathBuf)>,
+    /// The route's path as its metrics label.
+    pub metrics_name: crate::metrics::RouteName,
 }
 
 #[derive(Debug)]
@@ -94,6 +96,7 @@ impl RouteRuntime {
             loopback_only_host: loopback,
             upstream,
             limits: crate::limits::RouteLimits::new(&route.rate_limits),
+            metrics_name: crate::metrics::RouteName::new(&route.path),
             policy: match &route.policy {
                 None => None,
                 Some(p) => {

@@ -118,15 +118,14 @@ impl HttpUpstream {
     pub async fn forward(
         &self,
         method: Method,
-        headers: &HeaderMap,
+        mut out: HeaderMap,
         body: Bytes,
         identity: &Identity<'_>,
         filter: Option<ListFilter>,
         metrics: &Metrics,
-        route: &str,
+        route: &crate::metrics::RouteName,
     ) -> Result<Response<Body>, Reject> {
-        let mut out = HeaderMap::with_capacity(headers.len() + 4);
-        copy_request_headers(headers, &mut out, identity);
+        upstream_request_headers(&mut out, identity);
         if let Some(host) = self.uri.authority()
             && let Ok(v) = HeaderValue::from_str(host.as_str())
         {
@@ -138,7 +137,7 @@ impl HttpUpstream {
             metrics
                 .upstream_latency
                 .get_or_create(&crate::metrics::RouteLabels {
-                    route: route.to_owned(),
+                    route: route.clone(),
                 })
                 .observe(started.elapsed().as_secs_f64());
         };
@@ -266,26 +265,31 @@ where
     Ok(Response::from_parts(parts, body))
 }
 
-/// Copies the client's headers minus hop-by-hop headers, credentials and
-/// any header claiming to carry the gateway's identity, then sets the
-/// identity headers from the authenticated principal.
-pub fn copy_request_headers(from: &HeaderMap, to: &mut HeaderMap, identity: &Identity<'_>) {
+/// Turns the client's headers into the upstream request's, in place (no
+/// copy of the map, its names or its values): hop-by-hop headers,
+/// credentials and any header claiming to carry the gateway's identity are
+/// removed, then the identity headers are set from the authenticated
+/// principal.
+pub fn upstream_request_headers(headers: &mut HeaderMap, identity: &Identity<'_>) {
     let n = identity.headers;
-    for (name, value) in from {
-        if super::is_stripped_request_header(name.as_str())
-            || name == n.subject
-            || name == n.client_id
-            || name == n.scopes
-        {
-            continue;
-        }
-        to.append(name.clone(), value.clone());
+    // A `HeaderMap` cannot be filtered in place; a request has a handful of
+    // headers and one or two to remove, so this finds them one at a time
+    // rather than collecting their names into a list.
+    while let Some(name) = headers
+        .keys()
+        .find(|k| super::is_stripped_request_header(k.as_str()))
+        .cloned()
+    {
+        headers.remove(&name);
+    }
+    for name in [&n.subject, &n.client_id, &n.scopes] {
+        headers.remove(name);
     }
     let mut set = |name: &HeaderName, value: Option<&str>| {
         if let Some(v) = value
             && let Ok(v) = HeaderValue::from_str(v)
         {
-            to.insert(name.clone(), v);
+            headers.insert(name.clone(), v);
         }
     };
     set(&n.subject, identity.subject);
