@@ -49,6 +49,29 @@ pub struct Principal {
     /// [`Principal::partition_key`], computed once: a token's principal is
     /// cached and serves every request bearing it.
     partition: String,
+    /// [`Principal::header_values`], made once for the same reason.
+    header_values: HeaderValues,
+}
+
+/// The identity headers' values for a principal (`[identity_headers]`):
+/// `None` where there is nothing to say, or where the text is not a valid
+/// header value (the header is then left out).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HeaderValues {
+    pub subject: Option<http::HeaderValue>,
+    pub client_id: Option<http::HeaderValue>,
+    pub scopes: Option<http::HeaderValue>,
+}
+
+impl HeaderValues {
+    fn new(subject: &str, client_id: Option<&str>, scopes: &str) -> Self {
+        let value = |v: &str| http::HeaderValue::from_str(v).ok();
+        Self {
+            subject: value(subject),
+            client_id: client_id.and_then(value),
+            scopes: value(scopes),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,16 +98,19 @@ impl Principal {
             PrincipalKind::ApiKey { id } => format!("key\u{1f}{id}"),
             PrincipalKind::Anonymous => ANONYMOUS_PARTITION.to_owned(),
         };
+        let scope_string = scopes.to_space_delimited();
+        let header_values = HeaderValues::new(&subject, client_id.as_deref(), &scope_string);
         Self {
             kind,
             subject,
             client_id,
-            scope_string: scopes.to_space_delimited(),
+            scope_string,
             scopes,
             issuer,
             groups: Vec::new(),
             roles: Vec::new(),
             partition,
+            header_values,
         }
     }
 
@@ -106,6 +132,7 @@ impl Principal {
             groups: Vec::new(),
             roles: Vec::new(),
             partition: ANONYMOUS_PARTITION.to_owned(),
+            header_values: HeaderValues::default(),
         }
     }
 
@@ -114,6 +141,12 @@ impl Principal {
     /// key id.
     pub fn partition_key(&self) -> &str {
         &self.partition
+    }
+
+    /// The values of the identity headers set on requests forwarded for
+    /// this principal.
+    pub fn header_values(&self) -> &HeaderValues {
+        &self.header_values
     }
 }
 
@@ -477,6 +510,28 @@ mod tests {
             ScopeSet::new(),
             Some(issuer.to_owned()),
         )
+    }
+
+    /// The identity headers' values are made with the principal: a subject
+    /// that is not a valid header value (a line break, say) is left out
+    /// rather than forwarded or made to fail the request.
+    #[test]
+    fn header_values_are_made_once_and_invalid_text_is_left_out() {
+        let p = Principal::new(
+            PrincipalKind::Token,
+            "alice".to_owned(),
+            Some("cli\nent".to_owned()),
+            ScopeSet::parse("mcp files:read").unwrap(),
+            Some("iss".to_owned()),
+        );
+        let v = p.header_values();
+        assert_eq!(v.subject.as_ref().unwrap(), "alice");
+        assert_eq!(v.client_id, None);
+        assert_eq!(v.scopes.as_ref().unwrap(), "files:read mcp");
+        assert_eq!(
+            Principal::anonymous().header_values(),
+            &HeaderValues::default()
+        );
     }
 
     /// Per-principal state (stdio children, session bindings, limits) is

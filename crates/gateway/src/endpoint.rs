@@ -398,11 +398,12 @@ async fn run(
                     .ok_or(Reject::SessionNotFound)?;
                 headers.insert(H_SESSION_ID, upstream_id);
             }
+            let values = principal.header_values();
             let identity = Identity {
                 headers: &gw.identity_names,
-                subject: authenticated.then_some(principal.subject.as_str()),
-                client_id: principal.client_id.as_deref().filter(|_| authenticated),
-                scopes: authenticated.then_some(principal.scope_string.as_str()),
+                subject: values.subject.as_ref().filter(|_| authenticated),
+                client_id: values.client_id.as_ref().filter(|_| authenticated),
+                scopes: values.scopes.as_ref().filter(|_| authenticated),
             };
             let mut resp = up
                 .forward(

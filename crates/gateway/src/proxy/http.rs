@@ -64,6 +64,8 @@ pub struct HttpUpstream {
     /// Keep-alive connections of the gateway's own client (`http://` only).
     pool: Option<std::sync::Arc<h1::Pool>>,
     timeout: Duration,
+    /// The upstream request's `Host`, made once.
+    host: Option<HeaderValue>,
 }
 
 /// The identity header names, parsed once from the configuration.
@@ -92,9 +94,11 @@ impl IdentityNames {
 #[derive(Debug)]
 pub struct Identity<'a> {
     pub headers: &'a IdentityNames,
-    pub subject: Option<&'a str>,
-    pub client_id: Option<&'a str>,
-    pub scopes: Option<&'a str>,
+    /// The values, made once per principal (see `Principal::header_values`);
+    /// `None` leaves the header unset.
+    pub subject: Option<&'a HeaderValue>,
+    pub client_id: Option<&'a HeaderValue>,
+    pub scopes: Option<&'a HeaderValue>,
 }
 
 pub use crate::filter::ListFilter;
@@ -105,11 +109,15 @@ impl HttpUpstream {
             .parse()
             .map_err(|e| format!("upstream_url {url:?}: {e}"))?;
         let pool = (uri.scheme() == Some(&http::uri::Scheme::HTTP)).then(h1::Pool::new);
+        let host = uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
         Ok(Self {
             uri,
             client,
             pool,
             timeout: Duration::from_secs(timeout_secs),
+            host,
         })
     }
 
@@ -126,10 +134,8 @@ impl HttpUpstream {
         route: &crate::metrics::RouteName,
     ) -> Result<Response<Body>, Reject> {
         upstream_request_headers(&mut out, identity);
-        if let Some(host) = self.uri.authority()
-            && let Ok(v) = HeaderValue::from_str(host.as_str())
-        {
-            out.insert(header::HOST, v);
+        if let Some(host) = &self.host {
+            out.insert(header::HOST, host.clone());
         }
 
         let started = Instant::now();
@@ -285,11 +291,9 @@ pub fn upstream_request_headers(headers: &mut HeaderMap, identity: &Identity<'_>
     for name in [&n.subject, &n.client_id, &n.scopes] {
         headers.remove(name);
     }
-    let mut set = |name: &HeaderName, value: Option<&str>| {
-        if let Some(v) = value
-            && let Ok(v) = HeaderValue::from_str(v)
-        {
-            headers.insert(name.clone(), v);
+    let mut set = |name: &HeaderName, value: Option<&HeaderValue>| {
+        if let Some(v) = value {
+            headers.insert(name.clone(), v.clone());
         }
     };
     set(&n.subject, identity.subject);
