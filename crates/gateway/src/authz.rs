@@ -63,7 +63,7 @@ fn tool_scopes<'r>(route: &'r Route, msg: &Message) -> Option<&'r ScopeSet> {
 /// the operation needs (held or not), as the challenge should name them all.
 /// A request that passes builds no set (this runs on every request).
 pub fn check(route: &Route, msg: &Message, effective: &ScopeSet) -> Result<(), ScopeSet> {
-    let holds = |need: &ScopeSet| need.iter().all(|s| effective.contains(s));
+    let holds = |need: &ScopeSet| effective.missing(need).is_empty();
     if holds(&route.scopes) && tool_scopes(route, msg).is_none_or(holds) {
         Ok(())
     } else {

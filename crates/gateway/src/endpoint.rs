@@ -398,12 +398,9 @@ async fn run(
                     .ok_or(Reject::SessionNotFound)?;
                 headers.insert(H_SESSION_ID, upstream_id);
             }
-            let values = principal.header_values();
             let identity = Identity {
                 headers: &gw.identity_names,
-                subject: values.subject.as_ref().filter(|_| authenticated),
-                client_id: values.client_id.as_ref().filter(|_| authenticated),
-                scopes: values.scopes.as_ref().filter(|_| authenticated),
+                values: authenticated.then(|| principal.header_values()),
             };
             let mut resp = up
                 .forward(

@@ -94,11 +94,9 @@ impl IdentityNames {
 #[derive(Debug)]
 pub struct Identity<'a> {
     pub headers: &'a IdentityNames,
-    /// The values, made once per principal (see `Principal::header_values`);
-    /// `None` leaves the header unset.
-    pub subject: Option<&'a HeaderValue>,
-    pub client_id: Option<&'a HeaderValue>,
-    pub scopes: Option<&'a HeaderValue>,
+    /// The values, made once per principal; `None` (a route without
+    /// authentication) sets no identity header.
+    pub values: Option<&'a crate::authn::HeaderValues>,
 }
 
 pub use crate::filter::ListFilter;
@@ -291,12 +289,16 @@ pub fn upstream_request_headers(headers: &mut HeaderMap, identity: &Identity<'_>
     for name in [&n.subject, &n.client_id, &n.scopes] {
         headers.remove(name);
     }
-    let mut set = |name: &HeaderName, value: Option<&HeaderValue>| {
+    let Some(values) = identity.values else {
+        return;
+    };
+    for (name, value) in [
+        (&n.subject, &values.subject),
+        (&n.client_id, &values.client_id),
+        (&n.scopes, &values.scopes),
+    ] {
         if let Some(v) = value {
             headers.insert(name.clone(), v.clone());
         }
-    };
-    set(&n.subject, identity.subject);
-    set(&n.client_id, identity.client_id);
-    set(&n.scopes, identity.scopes);
+    }
 }
