@@ -295,10 +295,15 @@ async fn connect(uri: &Uri, connect_timeout: Duration) -> Result<TcpStream, io::
 /// Reads one final response head; returns it and the body bytes read
 /// with it.
 async fn read_head(stream: &mut TcpStream) -> Result<(http::response::Parts, Bytes), io::Error> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
+    // Read straight into `buf`'s spare room: a stack buffer here would be
+    // held across the await, so it would be part of every request's future
+    // (which is moved into its box whole, in `Service::call`).
+    let mut buf = Vec::with_capacity(2048);
     loop {
-        let n = match stream.read(&mut chunk).await {
+        if buf.len() == buf.capacity() {
+            buf.reserve(2048);
+        }
+        let n = match stream.read_buf(&mut buf).await {
             Ok(n) => n,
             Err(e) if buf.is_empty() => return Err(e),
             Err(e) => return Err(invalid_data(format!("upstream response head: {e}"))),
@@ -310,7 +315,6 @@ async fn read_head(stream: &mut TcpStream) -> Result<(http::response::Parts, Byt
                 invalid_data("upstream closed the connection inside the response head")
             });
         }
-        buf.extend_from_slice(&chunk[..n]);
         while let Some((parts, len)) = parse_head(&buf)? {
             buf.drain(..len);
             if parts.status.is_informational() {
