@@ -125,23 +125,23 @@ async fn load_phase(
     upstream: &mut Child,
     upstream_addr: SocketAddr,
 ) -> anyhow::Result<Vec<RunStats>> {
-    // mcpgate as shipped (audit on, no policy) and, with --features-matrix,
-    // the same with the audit trail off and with 100 policies on the route.
-    let mut configs = vec![(GW_DEFAULT, "gateway", GatewayFeatures::default())];
+    // mcpgate without its audit trail (the configuration the nginx targets
+    // judge) and as shipped (audit on, no policy), and, with
+    // --features-matrix, audit on with 100 policies on the route.
+    let mut configs = vec![
+        (
+            GW_AUDIT_OFF,
+            "gateway-audit-off",
+            GatewayFeatures {
+                audit: false,
+                policy: None,
+            },
+        ),
+        (GW_DEFAULT, "gateway", GatewayFeatures::default()),
+    ];
     if args.features_matrix {
         let policy = dir.join("bench-policies.cedar");
         std::fs::write(&policy, policy_set())?;
-        configs.insert(
-            0,
-            (
-                GW_AUDIT_OFF,
-                "gateway-audit-off",
-                GatewayFeatures {
-                    audit: false,
-                    policy: None,
-                },
-            ),
-        );
         configs.push((
             GW_POLICIES,
             "gateway-policies",
