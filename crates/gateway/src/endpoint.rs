@@ -46,10 +46,13 @@ use crate::proxy::http::Identity;
 use crate::proxy::stdio::CallerEnv;
 use crate::route::{RouteRuntime, UpstreamRuntime, is_loopback_host};
 
+/// Answers one request to `route`, from `peer` (the client's address, for
+/// throttling, policies and the audit trail).
 pub async fn handle(
     gw: Arc<Gateway>,
     route: Arc<RouteRuntime>,
     req: http::Request<Body>,
+    peer: Option<std::net::IpAddr>,
 ) -> Response<Body> {
     let mut ctx = ErrorContext {
         id: None,
@@ -62,10 +65,6 @@ pub async fn handle(
     }
     let mut method_name: &'static str = "none";
     let started = std::time::Instant::now();
-    let peer = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
     let mut facts = RequestFacts::default();
     let mut result = run(
         &gw,

@@ -203,6 +203,7 @@ impl Gateway {
         Service {
             gw: self.clone(),
             other,
+            peer: None,
         }
     }
 
@@ -221,6 +222,11 @@ impl Gateway {
 pub struct Service {
     gw: Arc<Gateway>,
     other: axum::Router,
+    /// The connection's peer: [`serve`] gives each connection its own
+    /// clone, so MCP requests learn it without a per-request extension
+    /// (a map and a box allocated per request); the router's requests get
+    /// it as axum's `ConnectInfo`.
+    peer: Option<std::net::SocketAddr>,
 }
 
 impl<B> tower::Service<Request<B>> for Service
@@ -242,10 +248,14 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let req = req.map(Body::new);
+        let mut req = req.map(Body::new);
+        let peer = self.peer.map(|p| p.ip());
         if let Some(route) = self.gw.routes.get(req.uri().path()) {
             let (gw, route) = (self.gw.clone(), route.clone());
-            return Box::pin(async move { Ok(endpoint::handle(gw, route, req).await) });
+            return Box::pin(async move { Ok(endpoint::handle(gw, route, req, peer).await) });
+        }
+        if let Some(p) = self.peer {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(p));
         }
         let mut other = self.other.clone();
         Box::pin(async move { tower::Service::call(&mut other, req).await })
@@ -256,7 +266,11 @@ async fn dispatch(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Respons
     let path = req.uri().path();
     if let Some(route) = gw.routes.get(path) {
         let route = route.clone();
-        return endpoint::handle(gw, route, req).await;
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        return endpoint::handle(gw, route, req, peer).await;
     }
     if path == "/healthz" {
         return (StatusCode::OK, "ok\n").into_response();
@@ -333,15 +347,9 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                // The peer address, for throttling and audit (axum's
-                // `ConnectInfo` extractor reads it).
-                let svc = tower::ServiceExt::map_request(
-                    service.clone(),
-                    move |mut req: Request<hyper::body::Incoming>| {
-                        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                        req
-                    },
-                );
+                // The peer address, for throttling and audit.
+                let mut svc = service.clone();
+                svc.peer = Some(peer);
                 let svc = hyper_util::service::TowerToHyperService::new(svc);
                 let conn = builder.serve_connection(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn);

@@ -204,6 +204,15 @@ async fn audit_verify_passes_on_mixed_traffic_and_names_a_modified_deleted_or_sw
         })
         .count();
     assert_eq!(calls, 120);
+    // Each request's record names the client's address (the connection's
+    // peer, over loopback here).
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l["kind"] == "mcp_request" || l["kind"] == "authn_failure")
+            .all(|l| l["peer"] == "127.0.0.1"),
+        "a request record without the client's address"
+    );
     assert!(lines.iter().any(|l| l["kind"] == "authz_decision"
         && l["outcome"] == "denied"
         && l["name"] == "write_note"));
