@@ -177,14 +177,19 @@ impl HttpUpstream {
 
     /// Runs `call` (up to the upstream's response head) within the route's
     /// upstream timeout; its failure is the upstream's.
-    async fn bounded<T, E: std::fmt::Display>(
+    ///
+    /// A combinator, not an `async fn`: an `async fn` would keep `call`
+    /// both as its argument and inside the `Timeout` it awaits, doubling
+    /// the exchange's share of every request's future (which is moved whole
+    /// into its box in `Service::call`).
+    fn bounded<T, E: std::fmt::Display>(
         &self,
         call: impl Future<Output = Result<T, E>>,
-    ) -> Result<T, Reject> {
-        tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| Reject::UpstreamTimeout)?
-            .map_err(|e| Reject::Upstream(e.to_string()))
+    ) -> impl Future<Output = Result<T, Reject>> {
+        futures_util::FutureExt::map(tokio::time::timeout(self.timeout, call), |r| {
+            r.map_err(|_| Reject::UpstreamTimeout)?
+                .map_err(|e| Reject::Upstream(e.to_string()))
+        })
     }
 }
 

@@ -492,3 +492,45 @@ async fn bytes_after_the_declared_end_of_an_answer_are_not_reused() {
     )
     .await;
 }
+
+/// `[limits] upstream_timeout_secs`: an upstream that takes the request and
+/// never answers gets the client a 504 with a JSON-RPC error echoing the
+/// request's id, not a hang.
+#[tokio::test]
+async fn upstream_silent_past_upstream_timeout_is_gateway_timeout_with_jsonrpc_error() {
+    let up = RawUpstream::start().await;
+    let gw = Gw::start(&format!(
+        r#"
+[limits]
+upstream_timeout_secs = 1
+
+[[routes]]
+path = "/open"
+upstream_url = "{up}"
+auth = "none"
+"#,
+        up = up.url
+    ))
+    .await;
+    let req = client()
+        .post(gw.url("/open"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(ping_body(77));
+    let (resp, conn) = tokio::time::timeout(GUARD, async {
+        tokio::join!(req.send(), async {
+            // Reads the request, then says nothing (held open until the
+            // client has its answer).
+            up.accept().await
+        })
+    })
+    .await
+    .expect("the gateway must answer once its upstream timeout passes");
+    let resp = resp.unwrap();
+    assert_eq!(resp.status(), 504);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["id"], 77, "{body}");
+    assert!(body["error"]["code"].is_i64(), "{body}");
+    drop(conn);
+}
