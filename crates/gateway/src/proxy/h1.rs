@@ -126,6 +126,37 @@ const MAX_IDLE: usize = 1024;
 /// upstream may have given up on it).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// An idle connection older than this is checked with a system call
+/// before reuse (see [`looks_open`]).
+const PEEK_AFTER: Duration = Duration::from_secs(1);
+
+/// Whether an idle connection is still open with nothing unasked on it.
+///
+/// Tokio's `try_read` answers from the readiness its I/O driver last saw,
+/// without a system call when that says "not readable": a close (or stray
+/// bytes) that arrived since, but that the driver has not yet handled, is
+/// missed. A `POST` sent on such a connection fails and is not sent again
+/// (see [`exchange`]), so a connection that has been idle long enough for
+/// the upstream to have closed it (servers close idle connections after
+/// seconds: Node.js after 5) is asked of the kernel with `MSG_PEEK`. A
+/// connection reused within `PEEK_AFTER`, as every one is under load,
+/// keeps the free check.
+fn looks_open(stream: &TcpStream, ask_kernel: bool) -> bool {
+    let mut probe = [0u8; 1];
+    let cached = stream.try_read(&mut probe);
+    if !matches!(&cached, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+        return false;
+    }
+    if !ask_kernel {
+        return true;
+    }
+    let mut peek = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    matches!(
+        socket2::SockRef::from(stream).peek(&mut peek),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock
+    )
+}
+
 impl Pool {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
@@ -146,10 +177,7 @@ impl Pool {
                 idle.clear();
                 return None;
             }
-            let mut probe = [0u8; 1];
-            if let Err(e) = stream.try_read(&mut probe)
-                && e.kind() == io::ErrorKind::WouldBlock
-            {
+            if looks_open(&stream, since.elapsed() >= PEEK_AFTER) {
                 return Some(stream);
             }
         }
@@ -181,10 +209,14 @@ impl Pool {
 /// `pool` at its end. The caller bounds the whole call with the route's
 /// upstream timeout.
 ///
-/// A reused connection that the upstream had closed (it may close an idle
-/// connection at any moment) fails before any byte of a response arrives;
-/// the request is then sent once more on a new connection, as hyper's
-/// client and browsers do.
+/// A reused connection may have been closed by the upstream (it may close
+/// an idle connection at any moment). The request is sent once more, on a
+/// new connection, only when the upstream cannot have acted on it: when
+/// writing it failed, or when the method is idempotent and nothing of a
+/// response (not even an interim one) arrived. A `POST` the upstream may
+/// have read is never sent twice (RFC 9110 §9.2.2: "A proxy MUST NOT
+/// automatically retry non-idempotent requests"): a tool call may have
+/// run; the client gets the error and decides.
 pub async fn exchange(
     pool: &Arc<Pool>,
     uri: &Uri,
@@ -211,13 +243,19 @@ pub async fn exchange(
             None => connect(uri, connect_timeout).await?,
         };
         let head = match stream.write_all(&message).await {
-            Ok(()) => read_head(&mut stream).await,
-            Err(e) => Err(e),
+            Ok(()) => read_head(&mut stream).await.map_err(|e| (e, true)),
+            Err(e) => Err((e, false)),
         };
         let (mut parts, rest) = match head {
             Ok(head) => head,
-            Err(e) if was_reused && closed_before_answering(&e) => continue,
-            Err(e) => return Err(e),
+            Err((e, written))
+                if was_reused
+                    && closed_before_answering(&e)
+                    && (!written || is_idempotent(method)) =>
+            {
+                continue;
+            }
+            Err((e, _)) => return Err(e),
         };
         let framing = framing(&parts)?;
         if matches!(framing, Framing::Chunked(_) | Framing::Close) {
@@ -277,6 +315,14 @@ fn closed_before_answering(e: &io::Error) -> bool {
     )
 }
 
+/// RFC 9110 §9.2.2.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
 const NO_RESPONSE: &str = "upstream closed the connection before a response";
 
 async fn connect(uri: &Uri, connect_timeout: Duration) -> Result<TcpStream, io::Error> {
@@ -299,17 +345,22 @@ async fn read_head(stream: &mut TcpStream) -> Result<(http::response::Parts, Byt
     // held across the await, so it would be part of every request's future
     // (which is moved into its box whole, in `Service::call`).
     let mut buf = Vec::with_capacity(2048);
+    // Whether an interim (1xx) response was read: after one the upstream
+    // has plainly received the request, so a close is no longer one "before
+    // answering" (see `closed_before_answering`).
+    let mut interim = false;
     loop {
         if buf.len() == buf.capacity() {
             buf.reserve(2048);
         }
+        let nothing_read = buf.is_empty() && !interim;
         let n = match stream.read_buf(&mut buf).await {
             Ok(n) => n,
-            Err(e) if buf.is_empty() => return Err(e),
+            Err(e) if nothing_read => return Err(e),
             Err(e) => return Err(invalid_data(format!("upstream response head: {e}"))),
         };
         if n == 0 {
-            return Err(if buf.is_empty() {
+            return Err(if nothing_read {
                 io::Error::new(io::ErrorKind::UnexpectedEof, NO_RESPONSE)
             } else {
                 invalid_data("upstream closed the connection inside the response head")
@@ -318,6 +369,7 @@ async fn read_head(stream: &mut TcpStream) -> Result<(http::response::Parts, Byt
         while let Some((parts, len)) = parse_head(&buf)? {
             buf.drain(..len);
             if parts.status.is_informational() {
+                interim = true;
                 if parts.status == StatusCode::SWITCHING_PROTOCOLS {
                     return Err(invalid_data("upstream switched protocols unasked"));
                 }
@@ -743,6 +795,43 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// A pooled connection is reused only if the kernel says it is open
+    /// and quiet: a close or bytes nobody asked for, which Tokio's cached
+    /// readiness may not have seen yet, rule it out.
+    #[tokio::test]
+    async fn kernel_check_sees_a_close_or_unasked_bytes_on_an_idle_connection() {
+        use tokio::io::AsyncWriteExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for unasked in [None, Some(b"HTTP/1.1 200 OK\r\n".as_slice())] {
+            let ours = TcpStream::connect(addr).await.unwrap();
+            let (mut theirs, _) = listener.accept().await.unwrap();
+            assert!(looks_open(&ours, true), "an open, quiet connection");
+            match unasked {
+                // Loopback delivers the FIN (or the bytes) within the call.
+                None => drop(theirs),
+                Some(bytes) => theirs.write_all(bytes).await.unwrap(),
+            }
+            assert!(!looks_open(&ours, true), "unasked: {unasked:?}");
+        }
+    }
+
+    #[test]
+    fn rfc9110_9_2_2_only_idempotent_methods_are_resent() {
+        for m in [
+            Method::GET,
+            Method::HEAD,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ] {
+            assert!(is_idempotent(&m), "{m}");
+        }
+        for m in [Method::POST, Method::PATCH, Method::CONNECT] {
+            assert!(!is_idempotent(&m), "{m}");
+        }
+    }
 
     /// Decodes `input` fed in pieces of `piece` bytes; the data and whether
     /// the body ended.

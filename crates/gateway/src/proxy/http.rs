@@ -161,7 +161,7 @@ impl HttpUpstream {
                 .await?
             };
             observe_latency();
-            return respond(resp, filter, metrics).await;
+            return respond(resp, filter, metrics, started + self.timeout).await;
         }
 
         let mut req = Request::builder()
@@ -172,7 +172,7 @@ impl HttpUpstream {
         *req.headers_mut() = out;
         let resp = self.bounded(self.client.request(req)).await?;
         observe_latency();
-        respond(resp, filter, metrics).await
+        respond(resp, filter, metrics, started + self.timeout).await
     }
 
     /// Runs `call` (up to the upstream's response head) within the route's
@@ -195,17 +195,23 @@ impl HttpUpstream {
 
 /// Turns the upstream's response into the client's: hop-by-hop headers
 /// removed, `tools/list` (and the like) filtered, event streams unbuffered
-/// and counted while open.
+/// and counted while open. A JSON answer that must be read whole to be
+/// filtered is read by `deadline` (the upstream timeout, counted from the
+/// request), or the client gets a 504.
 async fn respond<B>(
     resp: Response<B>,
     filter: Option<ListFilter>,
     metrics: &Metrics,
+    deadline: Instant,
 ) -> Result<Response<Body>, Reject>
 where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<axum::BoxError>,
 {
     let (mut parts, incoming) = resp.into_parts();
+    for name in super::connection_listed(&parts.headers) {
+        parts.headers.remove(&name);
+    }
     for h in STRIPPED_RESPONSE_HEADERS {
         parts.headers.remove(*h);
     }
@@ -222,11 +228,14 @@ where
 
     let body = match filter {
         Some(ListFilter { id, kind, keep }) if is_json && parts.status.is_success() => {
-            let bytes = http_body_util::Limited::new(incoming, MAX_REWRITE)
-                .collect()
-                .await
-                .map_err(|e| Reject::Upstream(e.to_string()))?
-                .to_bytes();
+            let bytes = tokio::time::timeout_at(
+                deadline.into(),
+                http_body_util::Limited::new(incoming, MAX_REWRITE).collect(),
+            )
+            .await
+            .map_err(|_| Reject::UpstreamTimeout)?
+            .map_err(|e| Reject::Upstream(e.to_string()))?
+            .to_bytes();
             parts.headers.remove(header::CONTENT_LENGTH);
             match filter_json_body(&bytes, &id, kind, &keep) {
                 Some(v) => Body::from(v),
@@ -281,12 +290,15 @@ where
 /// principal.
 pub fn upstream_request_headers(headers: &mut HeaderMap, identity: &Identity<'_>) {
     let n = identity.headers;
+    for name in super::connection_listed(headers) {
+        headers.remove(&name);
+    }
     // A `HeaderMap` cannot be filtered in place; a request has a handful of
     // headers and one or two to remove, so this finds them one at a time
     // rather than collecting their names into a list.
     while let Some(name) = headers
         .keys()
-        .find(|k| super::is_stripped_request_header(k.as_str()))
+        .find(|k| super::is_stripped_request_header(k.as_str()) || impersonates(k, n))
         .cloned()
     {
         headers.remove(&name);
@@ -306,4 +318,24 @@ pub fn upstream_request_headers(headers: &mut HeaderMap, identity: &Identity<'_>
             headers.insert(name.clone(), v.clone());
         }
     }
+}
+
+/// Whether `name` has a `_` and, read with `-` in its place, is an
+/// identity header or one the gateway strips. CGI-style servers (CGI,
+/// WSGI, PHP, Rack) expose `X-MCP-Subject` and `X_MCP_Subject` as the same
+/// variable, `HTTP_X_MCP_SUBJECT`: behind them the client's
+/// `X_MCP_Subject` would read as the gateway's word wherever the gateway
+/// sets no `X-MCP-Subject` of its own (a route without authentication, an
+/// API key without a client id). Names without `_`, nearly all, cost one
+/// byte scan.
+fn impersonates(name: &HeaderName, n: &IdentityNames) -> bool {
+    let s = name.as_str();
+    if !s.contains('_') {
+        return false;
+    }
+    let dashed = s.replace('_', "-");
+    super::is_stripped_request_header(&dashed)
+        || [&n.subject, &n.client_id, &n.scopes]
+            .iter()
+            .any(|h| h.as_str() == dashed)
 }

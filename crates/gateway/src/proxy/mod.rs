@@ -37,6 +37,20 @@ pub fn is_stripped_request_header(name: &str) -> bool {
     )
 }
 
+/// The header fields a message's `Connection` field names: hop-by-hop
+/// for this connection only, so an intermediary removes them (RFC 9110
+/// §7.6.1), in both directions. Empty, without allocating, when there is
+/// no `Connection` field. Tokens that are not header names are skipped.
+pub fn connection_listed(headers: &::http::HeaderMap) -> Vec<::http::HeaderName> {
+    headers
+        .get_all(::http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| ::http::HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect()
+}
+
 pub const STRIPPED_RESPONSE_HEADERS: &[&str] = &[
     "connection",
     "keep-alive",

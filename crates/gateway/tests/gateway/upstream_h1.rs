@@ -365,24 +365,26 @@ async fn ping(
     id: u32,
     answer: impl std::future::Future<Output = RawConn>,
 ) -> (u16, String, RawConn) {
-    let req = client()
+    let ((status, body), conn) =
+        tokio::time::timeout(GUARD, async { tokio::join!(send_ping(s, id), answer) })
+            .await
+            .expect("the exchange completes");
+    (status, body, conn)
+}
+
+/// Sends ping `id` through the unauthenticated route; the client's status
+/// and body.
+async fn send_ping(s: &Setup, id: u32) -> (u16, String) {
+    let resp = client()
         .post(s.gw.url("/open"))
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
         .header("mcp-protocol-version", "2025-11-25")
-        .body(ping_body(id));
-    let ((status, body), conn) = tokio::time::timeout(GUARD, async {
-        tokio::join!(
-            async {
-                let resp = req.send().await.unwrap();
-                (resp.status().as_u16(), resp.text().await.unwrap())
-            },
-            answer
-        )
-    })
-    .await
-    .expect("the exchange completes");
-    (status, body, conn)
+        .body(ping_body(id))
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
 }
 
 /// Reads ping `id` on `conn` and answers it: JSON with a Content-Length.
@@ -447,6 +449,103 @@ async fn keepalive_connection_closed_by_the_upstream_is_replaced() {
     assert_eq!((status, body), (200, pong(2)));
 }
 
+/// RFC 9110 §9.2.2: "A proxy MUST NOT automatically retry
+/// non-idempotent requests." A POST the upstream read on a kept-alive
+/// connection and then dropped without an answer (a crash after running
+/// the tool, say) gets the client a 502 with a JSON-RPC error, and is not
+/// sent again: the next request the upstream sees is the client's next
+/// one. (Before, the gateway sent it again on a new connection, where it
+/// would have run twice; here that retry waits for an answer that never
+/// comes and the guard fails the test.)
+#[tokio::test]
+async fn rfc9110_9_2_2_post_read_then_dropped_by_the_upstream_is_not_sent_again() {
+    for interim in ["", "HTTP/1.1 102 Processing\r\n\r\n"] {
+        let s = Setup::new().await;
+        let (status, _, conn) =
+            ping(&s, 1, async { answer_json(s.up.accept().await, 1).await }).await;
+        assert_eq!(status, 200);
+        let upstream = async {
+            let mut conn = same(conn).await;
+            assert_eq!(conn.body().await, ping_body(2));
+            conn.send(interim.as_bytes()).await;
+            // Closed without a final answer.
+        };
+        let ((status, body), ()) =
+            tokio::time::timeout(GUARD, async { tokio::join!(send_ping(&s, 2), upstream) })
+                .await
+                .expect("the gateway answers without sending the POST again");
+        assert_eq!(status, 502, "{interim:?}: {body}");
+        let err: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(err["id"], 2, "{body}");
+        assert!(err["error"]["code"].is_i64(), "{body}");
+        let (status, body, _) =
+            ping(&s, 3, async { answer_json(s.up.accept().await, 3).await }).await;
+        assert_eq!((status, body), (200, pong(3)), "{interim:?}");
+    }
+}
+
+/// RFC 9110 §7.6.1: the fields a `Connection` header names are for that
+/// connection only: the gateway removes them on the way to the upstream
+/// and on the way back. And a client's `X_MCP_Subject` or
+/// `X_MCP_Client_Id` (underscores), which CGI-style servers read as the
+/// gateway's `X-MCP-Subject` / `X-MCP-Client-Id`, never reaches the
+/// upstream; other headers do.
+#[tokio::test]
+async fn rfc9110_7_6_1_connection_listed_and_underscored_identity_headers_are_removed() {
+    let s = Setup::new().await;
+    let body = pong(1);
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nconnection: x-upstream-hop\r\nx-upstream-hop: secret\r\n\
+         x-upstream-end: kept\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let req = client()
+        .post(s.gw.url("/open"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("connection", "x-client-hop")
+        .header("x-client-hop", "1")
+        .header("x_mcp_subject", "admin")
+        .header("x_mcp_client_id", "console")
+        .header("x_mcp_scopes", "admin")
+        .header("x-trace", "7")
+        .body(ping_body(1));
+    let upstream = async {
+        let conn = s.up.accept().await;
+        for name in [
+            "x-client-hop",
+            "x_mcp_subject",
+            "x_mcp_client_id",
+            "x_mcp_scopes",
+            "x-mcp-subject",
+            "x-mcp-client-id",
+            "x-mcp-scopes",
+        ] {
+            assert_eq!(
+                conn.header(name),
+                Vec::<&str>::new(),
+                "{name}\n{}",
+                conn.head
+            );
+        }
+        assert_eq!(conn.header("x-trace"), ["7"], "{}", conn.head);
+        answer_raw(conn, 1, &answer).await
+    };
+    let (resp, _conn) = tokio::time::timeout(GUARD, async { tokio::join!(req.send(), upstream) })
+        .await
+        .expect("the exchange completes");
+    let resp = resp.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers().get("x-upstream-hop").is_none(),
+        "{:?}",
+        resp.headers()
+    );
+    assert_eq!(resp.headers()["x-upstream-end"], "kept");
+    assert_eq!(resp.text().await.unwrap(), body);
+}
+
 /// Sends ping 1, answered by `raw`, then ping 2, which must arrive on a
 /// new connection (the test hangs, then fails, if the gateway reuses the
 /// first), and checks that the gateway closes the first.
@@ -491,6 +590,53 @@ async fn bytes_after_the_declared_end_of_an_answer_are_not_reused() {
         "{}",
     )
     .await;
+}
+
+/// `[limits] upstream_timeout_secs` also bounds a JSON answer the gateway
+/// must read whole to filter (`tools/list` on a route that hides tools):
+/// an upstream that sends the head and part of the body, then stalls, gets
+/// the client a 504 with a JSON-RPC error, not a hang.
+#[tokio::test]
+async fn filtered_list_answer_stalling_mid_body_is_gateway_timeout() {
+    let up = RawUpstream::start().await;
+    let gw = Gw::start(&format!(
+        r#"
+[limits]
+upstream_timeout_secs = 1
+
+[[routes]]
+path = "/open"
+upstream_url = "{up}"
+auth = "none"
+tools_exclude = ["hidden"]
+"#,
+        up = up.url
+    ))
+    .await;
+    let req = client()
+        .post(gw.url("/open"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(r#"{"jsonrpc":"2.0","id":78,"method":"tools/list"}"#);
+    let (resp, conn) = tokio::time::timeout(GUARD, async {
+        tokio::join!(req.send(), async {
+            let mut conn = up.accept().await;
+            conn.send(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+            )
+            .await;
+            conn
+        })
+    })
+    .await
+    .expect("the gateway must answer once its upstream timeout passes");
+    let resp = resp.unwrap();
+    assert_eq!(resp.status(), 504);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["id"], 78, "{body}");
+    assert!(body["error"]["code"].is_i64(), "{body}");
+    drop(conn);
 }
 
 /// `[limits] upstream_timeout_secs`: an upstream that takes the request and
