@@ -294,7 +294,13 @@ impl Authenticator {
         aud: Audience<'_>,
     ) -> Result<Arc<Principal>, Reject> {
         let invalid = |f: AuthFailure| Reject::InvalidToken(f);
-        let iss_claim = unverified_issuer(token).ok_or(invalid(jwt::JwtError::Malformed.into()))?;
+        let Some(iss_claim) = unverified_issuer(token) else {
+            // Not a JWT after all: an opaque token may have two dots too.
+            if self.issuers.iter().any(|i| i.introspects()) {
+                return self.introspect(token, digest, aud).await;
+            }
+            return Err(invalid(jwt::JwtError::Malformed.into()));
+        };
         let idx = self
             .issuers
             .iter()
@@ -340,14 +346,20 @@ impl Authenticator {
         aud: Audience<'_>,
     ) -> Result<Arc<Principal>, Reject> {
         let invalid = |f: AuthFailure| Reject::InvalidToken(f);
+        // Offered to each issuer that introspects, in configuration order,
+        // until one says it is active (an opaque token does not say whose
+        // it is). One that cannot answer does not stop the others: the
+        // token may be another's.
         let mut tried = false;
+        let mut unavailable = None;
         for (idx, issuer) in self.issuers.iter().enumerate() {
-            let Some(doc) = issuer
-                .introspect(&self.http, token)
-                .await
-                .map_err(invalid)?
-            else {
-                continue;
+            let doc = match issuer.introspect(&self.http, token).await {
+                Ok(Some(doc)) => doc,
+                Ok(None) => continue,
+                Err(e) => {
+                    unavailable.get_or_insert(e);
+                    continue;
+                }
             };
             tried = true;
             if doc.get("active").and_then(Value::as_bool) != Some(true) {
@@ -406,10 +418,12 @@ impl Authenticator {
             );
             return Ok(principal);
         }
-        Err(invalid(if tried {
-            AuthFailure::Inactive
-        } else {
-            AuthFailure::NoIntrospection
+        // No issuer vouched for it. If one could not answer, the token may
+        // be that issuer's: say so rather than call it inactive.
+        Err(invalid(match unavailable {
+            Some(e) => e,
+            None if tried => AuthFailure::Inactive,
+            None => AuthFailure::NoIntrospection,
         }))
     }
 

@@ -308,9 +308,18 @@ async fn run(
                 needed: route.config.scopes.clone(),
             });
         }
-        for m in &messages {
-            crate::authz::check(&route.config, m, &effective)
-                .map_err(|needed| Reject::InsufficientScope { needed })?;
+        // One challenge for the whole operation: a batch names the scopes
+        // of all its messages, not only the first one that fails (else the
+        // client steps up once per message).
+        if messages
+            .iter()
+            .any(|m| crate::authz::check(&route.config, m, &effective).is_err())
+        {
+            let mut needed = mcpgate_core::ScopeSet::new();
+            for m in &messages {
+                needed.extend(crate::authz::required(&route.config, m).iter());
+            }
+            return Err(Reject::InsufficientScope { needed });
         }
     }
     for m in &messages {
@@ -490,14 +499,12 @@ fn check_origin(route: &RouteRuntime, h: &HeaderMap) -> Result<(), Reject> {
 }
 
 /// RFC 6750 §2.3 tokens in the URL are refused outright (MCP: "MUST NOT
-/// be included in the URI query string").
+/// be included in the URI query string"). Names are compared decoded
+/// (`access%5Ftoken` is the same parameter to whoever reads the URL).
 fn query_has_token(q: Option<&str>) -> bool {
     q.is_some_and(|q| {
-        q.split('&').any(|kv| {
-            kv.split('=')
-                .next()
-                .is_some_and(|k| k.eq_ignore_ascii_case("access_token"))
-        })
+        url::form_urlencoded::parse(q.as_bytes())
+            .any(|(k, _)| k.eq_ignore_ascii_case("access_token"))
     })
 }
 
@@ -533,6 +540,9 @@ mod tests {
     fn rfc6750_2_3_access_token_query_parameter_is_detected() {
         assert!(query_has_token(Some("access_token=abc")));
         assert!(query_has_token(Some("x=1&ACCESS_TOKEN=abc")));
+        assert!(query_has_token(Some("access%5Ftoken=abc")));
+        assert!(query_has_token(Some("x=1&%61ccess_token=abc")));
+        assert!(query_has_token(Some("access_token")));
         assert!(!query_has_token(Some("token_hint=1")));
         assert!(!query_has_token(None));
     }

@@ -202,6 +202,14 @@ impl Issuer {
         ))
     }
 
+    /// Whether this issuer's opaque tokens can be introspected (an
+    /// endpoint and the gateway's credentials for it are configured).
+    pub fn introspects(&self) -> bool {
+        self.config.introspection_endpoint.is_some()
+            && self.config.client_id.is_some()
+            && self.config.client_secret.is_some()
+    }
+
     /// RFC 7662 introspection of an opaque token.
     pub async fn introspect(
         &self,

@@ -407,6 +407,32 @@ async fn limits_body_size_depth_parse_and_batches() {
     assert!(s.up.seen().is_empty());
 }
 
+/// MCP authorization, scope challenges: the 403 names every scope the
+/// operation needs. For a batch (2025-03-26) that is the union over its
+/// messages, not the first failing message's scopes: `echo` needs `mcp`,
+/// `write_note` also `notes:write`, and one step-up must cover both.
+#[tokio::test]
+async fn mcp_scope_challenge_for_a_batch_names_the_scopes_of_all_its_messages() {
+    let s = Setup::new().await;
+    let r = client()
+        .post(s.team())
+        .bearer_auth(s.iss.token(&s.team(), "other"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-03-26")
+        .body(json!([call(1, "echo"), call(2, "write_note")]).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(
+        www_auth_of(&r).contains("scope=\"mcp notes:write\""),
+        "{}",
+        www_auth_of(&r)
+    );
+    assert!(s.up.seen().is_empty());
+}
+
 #[tokio::test]
 async fn sep2243_header_body_mismatch_is_rejected_before_upstream() {
     let s = Setup::new().await;
@@ -808,6 +834,57 @@ scopes = ["mcp"]
         401
     );
     assert_eq!(up.seen().len(), 3);
+}
+
+/// RFC 7662 with two trusted issuers: an opaque token is offered to each
+/// that introspects, and one that cannot answer (here: nothing listens)
+/// does not stop the next from vouching for it. And an opaque token with
+/// two dots, which looks like a JWS but is not one, is introspected too
+/// rather than refused as a malformed JWT.
+#[tokio::test]
+async fn rfc7662_unreachable_issuer_does_not_stop_the_next_and_dotted_opaque_tokens_are_introspected()
+ {
+    let (iss, calls) = introspecting_issuer().await;
+    let down = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let down_url = format!("http://{}", down.local_addr().unwrap());
+    drop(down);
+    let up = Upstream::start().await;
+    let gw = Gw::start(&format!(
+        r#"
+[[trusted_issuers]]
+issuer = "{down_url}"
+introspection_endpoint = "{down_url}/introspect"
+client_id = "gw"
+client_secret = "gw-secret"
+
+[[trusted_issuers]]
+issuer = "{iss}"
+introspection_endpoint = "{iss}/introspect"
+client_id = "gw"
+client_secret = "gw-secret"
+audience = "urn.mcp.gw"
+
+[[routes]]
+path = "/mcp"
+upstream_url = "{}"
+scopes = ["mcp"]
+"#,
+        up.url
+    ))
+    .await;
+    let url = gw.url("/mcp");
+    let r = rpc(&url, Some(&format!("opaque-for-{url}")), &call(1, "echo")).await;
+    assert_eq!(r.status(), 200);
+    let dotted = "opaque-for-urn.mcp.gw";
+    assert_eq!(dotted.split('.').count(), 3);
+    let r = rpc(&url, Some(dotted), &call(2, "echo")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(up.seen().len(), 2);
+    // Inactive at the one that answers, the other unreachable: refused.
+    let r = rpc(&url, Some("revoked"), &call(3, "echo")).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(up.seen().len(), 2);
 }
 
 #[tokio::test]
