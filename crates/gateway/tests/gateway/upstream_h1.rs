@@ -592,12 +592,36 @@ async fn bytes_after_the_declared_end_of_an_answer_are_not_reused() {
     .await;
 }
 
+/// `[limits] upstream_timeout_secs`: an upstream that takes the request and
+/// never answers gets the client a 504 with a JSON-RPC error echoing the
+/// request's id, not a hang.
+#[tokio::test]
+async fn upstream_silent_past_upstream_timeout_is_gateway_timeout_with_jsonrpc_error() {
+    // Reads the request, then says nothing.
+    gateway_timeout_after("", ping_body(77), b"", 77).await;
+}
+
 /// `[limits] upstream_timeout_secs` also bounds a JSON answer the gateway
 /// must read whole to filter (`tools/list` on a route that hides tools):
 /// an upstream that sends the head and part of the body, then stalls, gets
 /// the client a 504 with a JSON-RPC error, not a hang.
 #[tokio::test]
 async fn filtered_list_answer_stalling_mid_body_is_gateway_timeout() {
+    gateway_timeout_after(
+        r#"tools_exclude = ["hidden"]"#,
+        r#"{"jsonrpc":"2.0","id":78,"method":"tools/list"}"#.to_owned(),
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+        78,
+    )
+    .await;
+}
+
+/// Sends `body` (JSON-RPC request `id`) through an unauthenticated route
+/// with `route_extra` in its table and a 1 s upstream timeout; the upstream
+/// reads the request, sends `partial` and then nothing (its connection held
+/// open until the client has its answer). The client must get a 504 with a
+/// JSON-RPC error echoing `id`.
+async fn gateway_timeout_after(route_extra: &str, body: String, partial: &[u8], id: u64) {
     let up = RawUpstream::start().await;
     let gw = Gw::start(&format!(
         r#"
@@ -608,7 +632,7 @@ upstream_timeout_secs = 1
 path = "/open"
 upstream_url = "{up}"
 auth = "none"
-tools_exclude = ["hidden"]
+{route_extra}
 "#,
         up = up.url
     ))
@@ -618,14 +642,11 @@ tools_exclude = ["hidden"]
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
         .header("mcp-protocol-version", "2025-11-25")
-        .body(r#"{"jsonrpc":"2.0","id":78,"method":"tools/list"}"#);
+        .body(body);
     let (resp, conn) = tokio::time::timeout(GUARD, async {
         tokio::join!(req.send(), async {
             let mut conn = up.accept().await;
-            conn.send(
-                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
-            )
-            .await;
+            conn.send(partial).await;
             conn
         })
     })
@@ -634,49 +655,7 @@ tools_exclude = ["hidden"]
     let resp = resp.unwrap();
     assert_eq!(resp.status(), 504);
     let body: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(body["id"], 78, "{body}");
-    assert!(body["error"]["code"].is_i64(), "{body}");
-    drop(conn);
-}
-
-/// `[limits] upstream_timeout_secs`: an upstream that takes the request and
-/// never answers gets the client a 504 with a JSON-RPC error echoing the
-/// request's id, not a hang.
-#[tokio::test]
-async fn upstream_silent_past_upstream_timeout_is_gateway_timeout_with_jsonrpc_error() {
-    let up = RawUpstream::start().await;
-    let gw = Gw::start(&format!(
-        r#"
-[limits]
-upstream_timeout_secs = 1
-
-[[routes]]
-path = "/open"
-upstream_url = "{up}"
-auth = "none"
-"#,
-        up = up.url
-    ))
-    .await;
-    let req = client()
-        .post(gw.url("/open"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-11-25")
-        .body(ping_body(77));
-    let (resp, conn) = tokio::time::timeout(GUARD, async {
-        tokio::join!(req.send(), async {
-            // Reads the request, then says nothing (held open until the
-            // client has its answer).
-            up.accept().await
-        })
-    })
-    .await
-    .expect("the gateway must answer once its upstream timeout passes");
-    let resp = resp.unwrap();
-    assert_eq!(resp.status(), 504);
-    let body: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(body["id"], 77, "{body}");
+    assert_eq!(body["id"], id, "{body}");
     assert!(body["error"]["code"].is_i64(), "{body}");
     drop(conn);
 }
