@@ -110,10 +110,18 @@ pub async fn request(
     ))
 }
 
-/// Idle keep-alive connections to one upstream, newest last.
+/// Idle keep-alive connections to one upstream, newest last: each with
+/// when it went idle and how long it may stay so.
 #[derive(Debug)]
 pub struct Pool {
-    idle: Mutex<Vec<(TcpStream, Instant)>>,
+    idle: Mutex<Vec<Idle>>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
+    max_idle: Duration,
 }
 
 /// Idle connections kept per upstream at most. Each one closed for want
@@ -125,6 +133,10 @@ const MAX_IDLE: usize = 1024;
 /// An idle connection older than this is closed rather than reused (the
 /// upstream may have given up on it).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How much sooner than the upstream's announced `Keep-Alive: timeout` a
+/// connection stops being reused: the upstream closes it at that moment,
+/// and a `POST` sent as it does is lost (see [`exchange`]).
+const KEEP_ALIVE_MARGIN: Duration = Duration::from_secs(1);
 
 /// An idle connection older than this is checked with a system call
 /// before reuse (see [`looks_open`]).
@@ -171,22 +183,31 @@ impl Pool {
             .idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while let Some((stream, since)) = idle.pop() {
-            if since.elapsed() > IDLE_TIMEOUT {
+        while let Some(Idle {
+            stream,
+            since,
+            max_idle,
+        }) = idle.pop()
+        {
+            let idle_for = since.elapsed();
+            if idle_for > IDLE_TIMEOUT {
                 // The rest are older still.
                 idle.clear();
                 return None;
             }
-            if looks_open(&stream, since.elapsed() >= PEEK_AFTER) {
+            if idle_for <= max_idle && looks_open(&stream, idle_for >= PEEK_AFTER) {
                 return Some(stream);
             }
         }
         None
     }
 
-    /// Keeps `stream` for reuse, closing the connections that have been
-    /// idle too long (the oldest come first).
-    fn put(&self, stream: TcpStream) {
+    /// Keeps `stream` for reuse for up to `max_idle`, closing the
+    /// connections that have been idle too long (the oldest come first).
+    fn put(&self, stream: TcpStream, max_idle: Duration) {
+        if max_idle.is_zero() {
+            return;
+        }
         let now = Instant::now();
         let mut idle = self
             .idle
@@ -194,13 +215,42 @@ impl Pool {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let stale = idle
             .iter()
-            .take_while(|(_, since)| now.duration_since(*since) > IDLE_TIMEOUT)
+            .take_while(|c| now.duration_since(c.since) > c.max_idle)
             .count();
         idle.drain(..stale);
         if idle.len() < MAX_IDLE {
-            idle.push((stream, now));
+            idle.push(Idle {
+                stream,
+                since: now,
+                max_idle,
+            });
         }
     }
+}
+
+/// How long a connection may stay idle before reuse, from the answer's
+/// `Keep-Alive: timeout=N` (RFC 2068 §19.7.1.1, still sent by Node.js,
+/// whose servers close idle connections after 5 s): [`KEEP_ALIVE_MARGIN`]
+/// less than announced, and never more than [`IDLE_TIMEOUT`]. Zero means
+/// the connection is not kept. A malformed header is ignored.
+fn max_idle(headers: &HeaderMap) -> Duration {
+    let announced = headers
+        .get_all(HeaderName::from_static("keep-alive"))
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|param| {
+            let (name, value) = param.split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("timeout")
+                .then(|| value.trim().trim_matches('"').parse::<u64>().ok())?
+        })
+        .min();
+    announced.map_or(IDLE_TIMEOUT, |secs| {
+        Duration::from_secs(secs)
+            .saturating_sub(KEEP_ALIVE_MARGIN)
+            .min(IDLE_TIMEOUT)
+    })
 }
 
 /// Sends `method uri` with exactly `headers` (`Host` included) and `body`
@@ -275,7 +325,7 @@ pub async fn exchange(
             pending: rest,
             ready: Bytes::new(),
             framing,
-            pool: reusable.then(|| pool.clone()),
+            pool: reusable.then(|| (pool.clone(), max_idle(&parts.headers))),
         };
         // A body that is already complete (none, or read with the head)
         // frees its connection now: the client's side may never poll it,
@@ -479,9 +529,9 @@ pub struct RelayBody {
     /// [`RelayBody::take_complete`]); empty once handed on.
     ready: Bytes,
     framing: Framing,
-    /// Where the connection goes when the body was read to its exact end
-    /// (`None`: it is closed with the body).
-    pool: Option<Arc<Pool>>,
+    /// Where the connection goes when the body was read to its exact end,
+    /// and how long it may idle there (`None`: it is closed with the body).
+    pool: Option<(Arc<Pool>, Duration)>,
 }
 
 impl Drop for RelayBody {
@@ -554,10 +604,10 @@ impl RelayBody {
     fn release(&mut self) {
         if self.is_done()
             && self.pending.is_empty()
-            && let Some(pool) = self.pool.take()
+            && let Some((pool, max_idle)) = self.pool.take()
             && let Some(stream) = self.stream.take()
         {
-            pool.put(stream);
+            pool.put(stream, max_idle);
         }
     }
 
@@ -815,6 +865,24 @@ mod tests {
             }
             assert!(!looks_open(&ours, true), "unasked: {unasked:?}");
         }
+    }
+
+    #[test]
+    fn keep_alive_timeout_caps_how_long_a_connection_idles_in_the_pool() {
+        let of = |v: Option<&str>| {
+            let mut h = HeaderMap::new();
+            if let Some(v) = v {
+                h.insert("keep-alive", HeaderValue::from_str(v).unwrap());
+            }
+            max_idle(&h)
+        };
+        assert_eq!(of(None), IDLE_TIMEOUT);
+        assert_eq!(of(Some("timeout=5")), Duration::from_secs(4));
+        assert_eq!(of(Some("max=100, Timeout=5")), Duration::from_secs(4));
+        assert_eq!(of(Some("timeout=1")), Duration::ZERO);
+        assert_eq!(of(Some("timeout=0")), Duration::ZERO);
+        assert_eq!(of(Some("timeout=100000")), IDLE_TIMEOUT);
+        assert_eq!(of(Some("timeout=soon")), IDLE_TIMEOUT);
     }
 
     #[test]

@@ -574,6 +574,34 @@ async fn rfc9112_9_6_connection_close_answer_is_not_reused() {
     .await;
 }
 
+/// An upstream that announces `Keep-Alive: timeout=1` closes idle
+/// connections within a second: the gateway does not keep such a
+/// connection (a POST sent on it as the upstream closes it would be lost),
+/// while `timeout=5` still lets the next request reuse it at once.
+#[tokio::test]
+async fn keep_alive_timeout_announced_by_the_upstream_is_honoured() {
+    first_connection_is_not_reused(
+        "HTTP/1.1 200 OK\r\nkeep-alive: timeout=1\r\ncontent-type: application/json\r\n\
+         content-length: 2\r\n\r\n{}",
+        "{}",
+    )
+    .await;
+    let s = Setup::new().await;
+    let body = pong(1);
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nkeep-alive: timeout=5\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, _, conn) = ping(&s, 1, async {
+        answer_raw(s.up.accept().await, 1, &answer).await
+    })
+    .await;
+    assert_eq!(status, 200);
+    let (status, body, _) = ping(&s, 2, async { answer_json(same(conn).await, 2).await }).await;
+    assert_eq!((status, body), (200, pong(2)));
+}
+
 #[tokio::test]
 async fn bytes_after_the_declared_end_of_an_answer_are_not_reused() {
     // Past a Content-Length…
