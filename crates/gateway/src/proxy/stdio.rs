@@ -9,11 +9,14 @@
 //! reaped (their session then answers 404, and clients re-initialise, as the
 //! transport specifies). When a child exits, every request waiting on it gets
 //! a JSON-RPC error at once and the session ends. The child's stderr goes to
-//! the gateway log.
+//! the gateway log, a bounded line at a time. The child's environment is
+//! an empty one plus the basics programs need and its route's
+//! `upstream_env` (the gateway's own holds its secrets). A child that stops
+//! reading its input is stopped once a write waits past the upstream
+//! timeout.
 //!
-//! The 2026-07-28 era has no handshake; a modern request on a stdio route is
-//! answered with UnsupportedProtocolVersion naming the versions the bridge
-//! speaks, so dual-era clients fall back to `initialize`.
+//! The 2026-07-28 era has no handshake: the gateway bridges it to the
+//! child's 2025-11-25 one (see [`StdioUpstream::post_modern`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -82,6 +85,9 @@ struct Child {
     kill: Mutex<Option<oneshot::Sender<()>>>,
     /// Ids for requests the gateway itself sends (modern bridging).
     next_id: std::sync::atomic::AtomicU64,
+    /// How long a write to the child's stdin may wait for it to read (the
+    /// route's upstream timeout); a child that does not read is stopped.
+    write_timeout: Duration,
 }
 
 impl Child {
@@ -451,13 +457,12 @@ impl StdioUpstream {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        // The gateway's own settings (master key, config) are not the
-        // child's business.
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("MCPGATE_") {
-                cmd.env_remove(k);
-            }
-        }
+        // The gateway's environment holds its own secrets (the master key,
+        // `${VAR}`s of its configuration, other routes' `upstream_env`):
+        // the child starts from an empty one plus what a program needs to
+        // run (see `inherited`) and its route's `upstream_env`.
+        cmd.env_clear();
+        cmd.envs(std::env::vars_os().filter(|(k, _)| inherited(k)));
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.env("MCPGATE_SUBJECT", &caller.subject);
         cmd.env("MCPGATE_SCOPES", &caller.scopes);
@@ -486,6 +491,7 @@ impl StdioUpstream {
             dead: AtomicBool::new(false),
             kill: Mutex::new(Some(kill_tx)),
             next_id: std::sync::atomic::AtomicU64::new(1),
+            write_timeout: self.timeout,
         });
         self.sessions
             .lock()
@@ -496,9 +502,12 @@ impl StdioUpstream {
 
         let route = self.route.clone();
         tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                tracing::info!(target: "mcpgate::upstream", route = %route, pid, "{l}");
+            let mut stderr = BufReader::new(stderr);
+            let mut buf = Vec::new();
+            while let Some(cut) = next_log_line(&mut stderr, &mut buf).await {
+                let l = String::from_utf8_lossy(buf.trim_ascii_end());
+                let more = if cut { " [line cut]" } else { "" };
+                tracing::info!(target: "mcpgate::upstream", route = %route, pid, "{l}{more}");
             }
         });
         let route = self.route.clone();
@@ -556,14 +565,99 @@ impl StdioUpstream {
     }
 }
 
+/// Writes one line to the child's stdin. A child that does not read it
+/// within its write timeout (its pipe full) is stopped: a line cut in the
+/// middle would garble everything after it, and its waiting requests get
+/// their error at once rather than each its own timeout.
 async fn write_line(child: &Child, line: &[u8]) -> Result<(), Reject> {
-    let mut stdin = child.stdin.lock().await;
-    let r = async {
+    let written = tokio::time::timeout(child.write_timeout, async {
+        let mut stdin = child.stdin.lock().await;
         stdin.write_all(line).await?;
         stdin.flush().await
-    }
+    })
     .await;
-    r.map_err(|e| Reject::Upstream(format!("writing to stdio server: {e}")))
+    match written {
+        Ok(r) => r.map_err(|e| Reject::Upstream(format!("writing to stdio server: {e}"))),
+        Err(_) => {
+            tracing::warn!("stdio server does not read its input; stopping it");
+            child.stop();
+            Err(Reject::UpstreamTimeout)
+        }
+    }
+}
+
+/// The gateway's environment variables a stdio server inherits: what
+/// programs need to run (`PATH`, `HOME`, locale, time zone, temporary
+/// directory, terminal), CA bundles and proxies for their own outbound
+/// calls. Nothing else: a server needing more gets it from its route's
+/// `upstream_env` (which may name `${VAR}`s).
+fn inherited(name: &std::ffi::OsStr) -> bool {
+    let Some(n) = name.to_str() else {
+        return false;
+    };
+    n.starts_with("LC_")
+        || matches!(
+            n,
+            "PATH"
+                | "HOME"
+                | "USER"
+                | "LOGNAME"
+                | "SHELL"
+                | "LANG"
+                | "LANGUAGE"
+                | "TZ"
+                | "TMPDIR"
+                | "TERM"
+                | "SSL_CERT_FILE"
+                | "SSL_CERT_DIR"
+                | "NODE_EXTRA_CA_CERTS"
+                | "HTTP_PROXY"
+                | "HTTPS_PROXY"
+                | "NO_PROXY"
+                | "ALL_PROXY"
+                | "http_proxy"
+                | "https_proxy"
+                | "no_proxy"
+                | "all_proxy"
+        )
+}
+
+/// How long the child's output waits for a client that does not read its
+/// event stream before that stream is closed.
+const STREAM_STALL: Duration = Duration::from_secs(10);
+
+/// Longest line of a child's stderr logged; the rest of a longer line is
+/// skipped, not held.
+const MAX_LOG_LINE: usize = 8 * 1024;
+
+/// Reads the next line of a child's stderr into `buf` (cleared first), at
+/// most [`MAX_LOG_LINE`] bytes of it: `Some(cut)`, with `cut` set when the
+/// line was longer, or `None` at the end. It reads every byte the child
+/// writes, so that the child never blocks on (or dies of) a full or closed
+/// pipe, whatever it writes: no newline, invalid UTF-8, a flood.
+async fn next_log_line<R: AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> Option<bool> {
+    buf.clear();
+    let mut cut = false;
+    loop {
+        let chunk = match r.fill_buf().await {
+            Ok(c) => c,
+            Err(_) => return None,
+        };
+        if chunk.is_empty() {
+            return (!buf.is_empty() || cut).then_some(cut);
+        }
+        let (take, done) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        let keep = take.min(MAX_LOG_LINE - buf.len());
+        buf.extend_from_slice(&chunk[..keep]);
+        cut |= keep < take && !(done && keep + 1 == take);
+        r.consume(take);
+        if done {
+            return Some(cut);
+        }
+    }
 }
 
 /// Routes every line the child prints: responses to their waiting request,
@@ -611,7 +705,19 @@ async fn read_child<R: AsyncBufRead + Unpin>(mut r: R, child: &Child) {
         match listener {
             Some(l) if !l.is_closed() => {
                 let event = format!("event: message\ndata: {v}\n\n");
-                let _ = l.send(Bytes::from(event)).await;
+                // A client that stops reading its stream must not hold up
+                // the answers to every other request of this child for
+                // long: past STREAM_STALL its stream is closed (it may open
+                // another). A burst the stream's buffer cannot take at once
+                // only waits for the client to catch up.
+                if let Err(mpsc::error::TrySendError::Full(event)) = l.try_send(Bytes::from(event))
+                    && tokio::time::timeout(STREAM_STALL, l.send(event))
+                        .await
+                        .is_err()
+                {
+                    tracing::warn!("a client does not read its event stream; closing it");
+                    *child.listener.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
             }
             _ => {
                 // Nobody can answer a server request now (no GET stream, or
@@ -709,4 +815,62 @@ fn empty(status: StatusCode) -> Response<Body> {
     let mut r = Response::new(Body::empty());
     *r.status_mut() = status;
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child's stderr is logged a bounded line at a time, whatever it
+    /// writes, and read to its end: an over-long line is cut (its rest
+    /// skipped, not held), invalid UTF-8 does not stop the reading, and a
+    /// last line without a newline is still logged.
+    #[tokio::test]
+    async fn stderr_lines_are_bounded_and_read_to_the_end() {
+        let mut input = vec![b'x'; 3 * MAX_LOG_LINE + 17];
+        input.extend_from_slice(b"\n\xff\xfe bad utf-8\n");
+        input.extend_from_slice(&vec![b'y'; MAX_LOG_LINE]);
+        input.extend_from_slice(b"\nafter\ntail");
+        // A small buffer, so that lines span many reads.
+        let mut r = tokio::io::BufReader::with_capacity(100, input.as_slice());
+        let mut buf = Vec::new();
+        let mut lines = Vec::new();
+        while let Some(cut) = next_log_line(&mut r, &mut buf).await {
+            assert!(buf.len() <= MAX_LOG_LINE);
+            lines.push((
+                String::from_utf8_lossy(buf.trim_ascii_end()).into_owned(),
+                cut,
+            ));
+        }
+        assert_eq!(
+            lines.len(),
+            5,
+            "{:?}",
+            lines.iter().map(|l| l.1).collect::<Vec<_>>()
+        );
+        assert_eq!(lines[0], ("x".repeat(MAX_LOG_LINE), true));
+        assert_eq!(lines[1], ("\u{fffd}\u{fffd} bad utf-8".to_owned(), false));
+        assert_eq!(
+            lines[2],
+            ("y".repeat(MAX_LOG_LINE), false),
+            "exactly the limit"
+        );
+        assert_eq!(lines[3], ("after".to_owned(), false));
+        assert_eq!(lines[4], ("tail".to_owned(), false));
+    }
+
+    #[test]
+    fn only_the_runtime_basics_of_the_gateway_environment_are_inherited() {
+        for n in ["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "HTTPS_PROXY"] {
+            assert!(inherited(std::ffi::OsStr::new(n)), "{n}");
+        }
+        for n in [
+            "MCPGATE_MASTER_KEY",
+            "DATABASE_URL",
+            "GITHUB_TOKEN",
+            "AWS_SECRET_ACCESS_KEY",
+        ] {
+            assert!(!inherited(std::ffi::OsStr::new(n)), "{n}");
+        }
+    }
 }

@@ -191,6 +191,114 @@ async fn stdio_crash_fails_in_flight_request_at_once_and_next_starts_fresh() {
     }
 }
 
+/// A stdio server starts from an empty environment plus what programs
+/// need (`PATH`, …) and its route's `upstream_env`: none of the gateway's
+/// own variables (its secrets live there) reach it.
+#[tokio::test]
+async fn stdio_child_gets_only_path_and_the_like_and_its_upstream_env() {
+    // cargo sets this in the environment of the test process, which is the
+    // gateway's here: a stand-in for a secret of the gateway's.
+    assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("env");
+    let script = format!(
+        "env > '{}'; exec '{}'",
+        dump.display(),
+        echo_server().display()
+    );
+    let (iss, gw) = setup(
+        &["sh".into(), "-c".into(), script],
+        r#"upstream_env = { MARKER = "from-config" }"#,
+    )
+    .await;
+    let url = gw.url("/mcp");
+    start_session(&url, &iss.token(&url, "mcp")).await;
+    let env = std::fs::read_to_string(&dump).unwrap();
+    let names: Vec<&str> = env
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(env.lines().any(|l| l == "MARKER=from-config"), "{env}");
+    assert!(names.contains(&"PATH"), "{env}");
+    assert!(names.contains(&"MCPGATE_SUBJECT"), "{env}");
+    assert!(!names.contains(&"CARGO_MANIFEST_DIR"), "{env}");
+    for n in &names {
+        assert!(
+            n.starts_with("LC_")
+                || n.starts_with("MCPGATE_")
+                || [
+                    "PATH",
+                    "HOME",
+                    "USER",
+                    "LOGNAME",
+                    "SHELL",
+                    "LANG",
+                    "LANGUAGE",
+                    "TZ",
+                    "TMPDIR",
+                    "TERM",
+                    "SSL_CERT_FILE",
+                    "SSL_CERT_DIR",
+                    "NODE_EXTRA_CA_CERTS",
+                    "HTTP_PROXY",
+                    "HTTPS_PROXY",
+                    "NO_PROXY",
+                    "ALL_PROXY",
+                    "http_proxy",
+                    "https_proxy",
+                    "no_proxy",
+                    "all_proxy",
+                    "MARKER",
+                    // set by sh itself
+                    "PWD",
+                    "SHLVL",
+                    "_",
+                    "OLDPWD",
+                ]
+                .contains(n),
+            "{n} leaked into the child: {env}"
+        );
+    }
+}
+
+/// A stdio server that stops reading its input: a request too large for
+/// the pipe's buffer cannot be written, and the client gets a 504 with a
+/// JSON-RPC error once the upstream timeout passes, not a hang.
+#[tokio::test]
+async fn stdio_child_not_reading_its_input_gets_the_client_a_timeout_not_a_hang() {
+    let iss = Issuer::start().await;
+    let gw = Gw::start(&format!(
+        r#"
+[limits]
+upstream_timeout_secs = 1
+
+[[trusted_issuers]]
+issuer = "{}"
+
+[[routes]]
+path = "/mcp"
+upstream_command = ["sh", "-c", "exec sleep 600"]
+scopes = ["mcp"]
+"#,
+        iss.url
+    ))
+    .await;
+    let url = gw.url("/mcp");
+    let mut big = initialize(5);
+    big["params"]["clientInfo"]["padding"] = json!("x".repeat(512 * 1024));
+    let r = tokio::time::timeout(
+        Duration::from_secs(30),
+        session_rpc(&url, &iss.token(&url, "mcp"), None, &big),
+    )
+    .await
+    .expect("the gateway answers once its upstream timeout passes");
+    assert_eq!(r.status(), 504);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["id"], 5, "{body}");
+    assert!(body["error"]["code"].is_i64(), "{body}");
+}
+
 #[tokio::test]
 async fn stdio_idle_child_is_reaped_and_session_ends() {
     let (iss, gw) = setup(
