@@ -446,9 +446,15 @@ async fn run(
                             "any version on a stdio route".into(),
                         ));
                     };
-                    let modern = protocol_version
-                        .or(m.meta_protocol_version())
-                        .is_some_and(|v| Era::of_version(v) == Era::Modern);
+                    let version = protocol_version.or(m.meta_protocol_version());
+                    let modern = version.is_some_and(|v| Era::of_version(v) == Era::Modern);
+                    // The bridge speaks the modern era for the child, in
+                    // the one modern version it knows; a later one (or a
+                    // draft) gets the specification's version error, with
+                    // the versions it can use, rather than a guess.
+                    if let Some(v) = version.filter(|v| modern && *v != mcp::MODERN_VERSION) {
+                        return Err(Reject::UnsupportedVersion(v.to_owned()));
+                    }
                     let caller = CallerEnv {
                         subject: principal.subject.clone(),
                         client_id: principal.client_id.clone(),

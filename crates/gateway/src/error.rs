@@ -93,6 +93,10 @@ pub enum Reject {
     BatchNotSupported(String),
     #[error("header mismatch: {0}")]
     HeaderMismatch(HeaderMismatch),
+    /// A protocol version the gateway itself must speak (the stdio bridge)
+    /// and does not know.
+    #[error("unsupported protocol version")]
+    UnsupportedVersion(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("JSON-RPC method not implemented")]
@@ -140,6 +144,7 @@ impl Reject {
             | Reject::Parse(_)
             | Reject::BatchNotSupported(_)
             | Reject::HeaderMismatch(_)
+            | Reject::UnsupportedVersion(_)
             | Reject::SessionRequired => StatusCode::BAD_REQUEST,
             Reject::InsufficientScope { .. } | Reject::OriginNotAllowed | Reject::PolicyDenied => {
                 StatusCode::FORBIDDEN
@@ -215,6 +220,16 @@ impl Reject {
                 None,
             ),
             Reject::HeaderMismatch(h) => (code::HEADER_MISMATCH, h.to_string(), None),
+            Reject::UnsupportedVersion(requested) => (
+                code::UNSUPPORTED_PROTOCOL_VERSION,
+                format!("Unsupported protocol version {requested:?}"),
+                Some(serde_json::json!({
+                    "supported": std::iter::once(mcpgate_core::mcp::MODERN_VERSION)
+                        .chain(mcpgate_core::mcp::LEGACY_VERSIONS)
+                        .collect::<Vec<_>>(),
+                    "requested": requested,
+                })),
+            ),
             Reject::MethodNotAllowed => (
                 code::INVALID_REQUEST,
                 "Method not allowed on this endpoint".into(),

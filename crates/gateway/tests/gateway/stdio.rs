@@ -299,6 +299,30 @@ scopes = ["mcp"]
     assert!(body["error"]["code"].is_i64(), "{body}");
 }
 
+/// A modern-era version the stdio bridge does not know (a later one, a
+/// draft) gets the specification's UnsupportedProtocolVersion error (400,
+/// `-32022`, the supported versions in `data`), not an answer in
+/// 2026-07-28 it did not ask for.
+#[tokio::test]
+async fn stdio_bridge_refuses_an_unknown_modern_version_with_the_supported_ones() {
+    let (iss, gw) = setup(&[echo_server().display().to_string()], "").await;
+    let url = gw.url("/mcp");
+    let token = iss.token(&url, "mcp");
+    for version in ["2026-12-01", "DRAFT-2027-v1"] {
+        let r = modern_in(version, &url, &token, 4, "server/discover", None, json!({})).await;
+        assert_eq!(r.status(), 400, "{version}");
+        let b: Value = r.json().await.unwrap();
+        assert_eq!(b["id"], 4, "{b}");
+        assert_eq!(b["error"]["code"], -32022, "{b}");
+        assert_eq!(b["error"]["data"]["requested"], version, "{b}");
+        let supported = b["error"]["data"]["supported"].as_array().unwrap();
+        assert!(supported.contains(&json!("2026-07-28")), "{b}");
+        assert!(supported.contains(&json!("2025-11-25")), "{b}");
+    }
+    let r = modern(&url, &token, 5, "server/discover", None, json!({})).await;
+    assert_eq!(r.status(), 200);
+}
+
 #[tokio::test]
 async fn stdio_idle_child_is_reaped_and_session_ends() {
     let (iss, gw) = setup(
@@ -339,9 +363,22 @@ async fn modern(
     name: Option<&str>,
     params: Value,
 ) -> reqwest::Response {
+    modern_in("2026-07-28", url, token, id, method, name, params).await
+}
+
+/// A request of the modern era in protocol `version`.
+async fn modern_in(
+    version: &str,
+    url: &str,
+    token: &str,
+    id: u64,
+    method: &str,
+    name: Option<&str>,
+    params: Value,
+) -> reqwest::Response {
     let mut params = params;
     params["_meta"] = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/protocolVersion": version,
         "io.modelcontextprotocol/clientCapabilities": {},
         "io.modelcontextprotocol/clientInfo": {"name": "modern-test", "version": "1"},
     });
@@ -350,7 +387,7 @@ async fn modern(
         .bearer_auth(token)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-protocol-version", version)
         .header("mcp-method", method)
         .body(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string());
     if let Some(n) = name {
