@@ -135,6 +135,29 @@ impl Child {
     }
 }
 
+/// A request's entry in its child's pending map, removed however the
+/// request ends: answered (the reader took it already), failed, timed out,
+/// or abandoned (its future dropped: the client went away). A left-over
+/// entry would keep the reaper from ever stopping the child. Only an entry
+/// whose receiver is gone is removed: a later request that reused the id
+/// keeps its own.
+struct Pending<'a> {
+    child: &'a Child,
+    key: String,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        let mut pending = self.child.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending
+            .get(&self.key)
+            .is_some_and(oneshot::Sender::is_closed)
+        {
+            pending.remove(&self.key);
+        }
+    }
+}
+
 fn id_key(id: &Id) -> String {
     id.to_value().to_string()
 }
@@ -284,21 +307,19 @@ impl StdioUpstream {
     /// Sends one request line and waits for the reply with the same id; a
     /// child that exits answers at once (with a JSON-RPC error).
     async fn request(&self, child: &Child, id: &Id, line: &[u8]) -> Result<Value, Reject> {
-        let (tx, rx) = oneshot::channel();
         let key = id_key(id);
+        // Declared before the receiver, so dropped after it: see `Pending`.
+        let _pending = Pending {
+            child,
+            key: key.clone(),
+        };
+        let (tx, rx) = oneshot::channel();
         child
             .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone(), tx);
-        if let Err(e) = write_line(child, line).await {
-            child
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&key);
-            return Err(e);
-        }
+            .insert(key, tx);
+        write_line(child, line).await?;
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(v)) => Ok(v),
             // The child went away between registration and reply.
@@ -308,14 +329,7 @@ impl StdioUpstream {
                 "Upstream MCP server exited",
                 None,
             )),
-            Err(_) => {
-                child
-                    .pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&key);
-                Err(Reject::UpstreamTimeout)
-            }
+            Err(_) => Err(Reject::UpstreamTimeout),
         }
     }
 

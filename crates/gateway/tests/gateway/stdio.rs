@@ -323,6 +323,47 @@ async fn stdio_bridge_refuses_an_unknown_modern_version_with_the_supported_ones(
     assert_eq!(r.status(), 200);
 }
 
+/// A request whose client went away before the child answered (a
+/// disconnect, say after `notifications/cancelled`, to which a server
+/// sends no reply) leaves nothing behind: its child, idle, is reaped.
+#[tokio::test]
+async fn stdio_abandoned_request_does_not_keep_its_child_from_being_reaped() {
+    // Answers `initialize`, then reads everything and answers nothing.
+    let script = r#"read line; printf '%s\n' '{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"mute","version":"1"}}}'; while read line; do :; done"#;
+    let (iss, gw) = setup(
+        &["sh".into(), "-c".into(), script.into()],
+        "stdio_idle_timeout_secs = 1",
+    )
+    .await;
+    let url = gw.url("/mcp");
+    let token = iss.token(&url, "mcp");
+    let r = session_rpc(&url, &token, None, &initialize(1)).await;
+    assert_eq!(r.status(), 200);
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                      "params": {"name": "echo", "arguments": {"text": "hi"}}});
+    // The client gives up on the call and closes its connection.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(500),
+        session_rpc(&url, &token, Some(&sid), &call),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the mute child cannot have answered");
+    let route = gw.gateway.routes.get("/mcp").unwrap();
+    let mcpgate_gateway::route::UpstreamRuntime::Stdio(up) = &route.upstream else {
+        panic!("stdio route");
+    };
+    let mut reaped = false;
+    for _ in 0..100 {
+        if up.children() == 0 {
+            reaped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reaped, "the abandoned request kept its idle child alive");
+}
+
 #[tokio::test]
 async fn stdio_idle_child_is_reaped_and_session_ends() {
     let (iss, gw) = setup(
