@@ -13,7 +13,8 @@
 //! an empty one plus the basics programs need and its route's
 //! `upstream_env` (the gateway's own holds its secrets). A child that stops
 //! reading its input is stopped once a write waits past the upstream
-//! timeout.
+//! timeout. Each child leads a process group of its own, and stopping it
+//! kills the group (what a launcher such as `npx` started goes too).
 //!
 //! The 2026-07-28 era has no handshake: the gateway bridges it to the
 //! child's 2025-11-25 one (see [`StdioUpstream::post_modern`]).
@@ -88,6 +89,13 @@ struct Child {
     /// How long a write to the child's stdin may wait for it to read (the
     /// route's upstream timeout); a child that does not read is stopped.
     write_timeout: Duration,
+    /// The child's own process group (see `spawn`): stopping the child
+    /// stops the whole group, since a launcher (`npx`, `uvx`) runs the
+    /// real server as a child of its own, which would outlive it.
+    pgid: Option<rustix::process::Pid>,
+    /// Set once the child has exited and been reaped. Its group is not
+    /// signalled after that: the id may be reused.
+    exited: AtomicBool,
 }
 
 impl Child {
@@ -111,8 +119,21 @@ impl Child {
     }
 
     fn stop(&self) {
+        self.kill_group();
         if let Some(k) = self.kill.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = k.send(());
+        }
+    }
+
+    /// SIGKILL to every process of the child's group, at once (also when
+    /// the gateway shuts down, whose runtime may not run the child's task
+    /// again).
+    fn kill_group(&self) {
+        if let Some(group) = self.pgid
+            && !self.exited.load(Ordering::Acquire)
+        {
+            // ESRCH (nothing left in the group) is the usual answer.
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
         }
     }
 
@@ -470,6 +491,9 @@ impl StdioUpstream {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // A group of its own, so that stopping it reaches whatever it
+            // started (see `Child::pgid`).
+            .process_group(0)
             .kill_on_drop(true);
         // The gateway's environment holds its own secrets (the master key,
         // `${VAR}`s of its configuration, other routes' `upstream_env`):
@@ -506,6 +530,10 @@ impl StdioUpstream {
             kill: Mutex::new(Some(kill_tx)),
             next_id: std::sync::atomic::AtomicU64::new(1),
             write_timeout: self.timeout,
+            pgid: i32::try_from(pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw),
+            exited: AtomicBool::new(false),
         });
         self.sessions
             .lock()
@@ -525,15 +553,23 @@ impl StdioUpstream {
             }
         });
         let route = self.route.clone();
+        let (group, watched) = (child.pgid, Arc::downgrade(&child));
         tokio::spawn(async move {
             tokio::select! {
                 status = proc.wait() => {
+                    // What it started goes with it.
+                    if let Some(g) = group {
+                        let _ = rustix::process::kill_process_group(g, rustix::process::Signal::KILL);
+                    }
                     tracing::info!(route = %route, pid, ?status, "stdio MCP server exited");
                 }
                 _ = kill_rx => {
                     let _ = proc.kill().await;
                     tracing::info!(route = %route, pid, "stopped stdio MCP server");
                 }
+            }
+            if let Some(c) = watched.upgrade() {
+                c.exited.store(true, Ordering::Release);
             }
         });
         let weak = Arc::downgrade(self);

@@ -364,6 +364,60 @@ async fn stdio_abandoned_request_does_not_keep_its_child_from_being_reaped() {
     assert!(reaped, "the abandoned request kept its idle child alive");
 }
 
+/// Whether process `pid` is gone (or a zombie, dead but not yet reaped by
+/// its new parent).
+fn process_gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// Stopping a stdio server stops what it started too: launchers (`npx`,
+/// `uvx`) run the real server as a child of their own, which used to
+/// survive every reap, `DELETE` and eviction, one process per session.
+#[tokio::test]
+async fn stdio_session_end_stops_the_servers_own_children_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("grandchild");
+    let script = format!(
+        "sleep 600 & echo $! > '{}'; exec '{}'",
+        pidfile.display(),
+        echo_server().display()
+    );
+    let (iss, gw) = setup(&["sh".into(), "-c".into(), script], "").await;
+    let url = gw.url("/mcp");
+    let token = iss.token(&url, "mcp");
+    let sid = start_session(&url, &token).await;
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!process_gone(pid), "the server's own child runs");
+    let r = client()
+        .delete(&url)
+        .bearer_auth(&token)
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let mut gone = false;
+    for _ in 0..100 {
+        if process_gone(pid) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        gone,
+        "process {pid}, started by the stdio server, outlived it"
+    );
+}
+
 #[tokio::test]
 async fn stdio_idle_child_is_reaped_and_session_ends() {
     let (iss, gw) = setup(
