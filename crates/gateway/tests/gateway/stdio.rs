@@ -349,19 +349,31 @@ async fn stdio_abandoned_request_does_not_keep_its_child_from_being_reaped() {
     )
     .await;
     assert!(gave_up.is_err(), "the mute child cannot have answered");
+    assert!(
+        eventually(|| children(&gw) == 0).await,
+        "the abandoned request kept its idle child alive"
+    );
+}
+
+/// The stdio children of the route `/mcp`.
+fn children(gw: &Gw) -> usize {
     let route = gw.gateway.routes.get("/mcp").unwrap();
     let mcpgate_gateway::route::UpstreamRuntime::Stdio(up) = &route.upstream else {
         panic!("stdio route");
     };
-    let mut reaped = false;
+    up.children()
+}
+
+/// Whether `cond` holds within 10 s (checked every 100 ms): for what the
+/// gateway does in the background (reaping, killing).
+async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
     for _ in 0..100 {
-        if up.children() == 0 {
-            reaped = true;
-            break;
+        if cond() {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(reaped, "the abandoned request kept its idle child alive");
+    false
 }
 
 /// Whether process `pid` is gone (or a zombie, dead but not yet reaped by
@@ -404,16 +416,8 @@ async fn stdio_session_end_stops_the_servers_own_children_too() {
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
-    let mut gone = false;
-    for _ in 0..100 {
-        if process_gone(pid) {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     assert!(
-        gone,
+        eventually(|| process_gone(pid)).await,
         "process {pid}, started by the stdio server, outlived it"
     );
 }
@@ -428,20 +432,11 @@ async fn stdio_idle_child_is_reaped_and_session_ends() {
     let url = gw.url("/mcp");
     let token = iss.token(&url, "mcp");
     let sid = start_session(&url, &token).await;
-    let route = gw.gateway.routes.get("/mcp").unwrap();
-    let mcpgate_gateway::route::UpstreamRuntime::Stdio(up) = &route.upstream else {
-        panic!("stdio route");
-    };
-    assert_eq!(up.children(), 1);
-    let mut reaped = false;
-    for _ in 0..100 {
-        if up.children() == 0 {
-            reaped = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(reaped, "idle child was not reaped");
+    assert_eq!(children(&gw), 1);
+    assert!(
+        eventually(|| children(&gw) == 0).await,
+        "idle child was not reaped"
+    );
     assert_eq!(
         session_rpc(&url, &token, Some(&sid), &list(2))
             .await
