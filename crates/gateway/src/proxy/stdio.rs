@@ -129,11 +129,8 @@ impl Child {
     /// the gateway shuts down, whose runtime may not run the child's task
     /// again).
     fn kill_group(&self) {
-        if let Some(group) = self.pgid
-            && !self.exited.load(Ordering::Acquire)
-        {
-            // ESRCH (nothing left in the group) is the usual answer.
-            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        if !self.exited.load(Ordering::Acquire) {
+            kill_group(self.pgid);
         }
     }
 
@@ -176,6 +173,14 @@ impl Drop for Pending<'_> {
         {
             pending.remove(&self.key);
         }
+    }
+}
+
+/// SIGKILL to every process of `group`, if there is one.
+fn kill_group(group: Option<rustix::process::Pid>) {
+    if let Some(g) = group {
+        // ESRCH (nothing left in the group) is the usual answer.
+        let _ = rustix::process::kill_process_group(g, rustix::process::Signal::KILL);
     }
 }
 
@@ -558,9 +563,7 @@ impl StdioUpstream {
             tokio::select! {
                 status = proc.wait() => {
                     // What it started goes with it.
-                    if let Some(g) = group {
-                        let _ = rustix::process::kill_process_group(g, rustix::process::Signal::KILL);
-                    }
+                    kill_group(group);
                     tracing::info!(route = %route, pid, ?status, "stdio MCP server exited");
                 }
                 _ = kill_rx => {
